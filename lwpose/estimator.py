@@ -1,0 +1,241 @@
+"""Image in, people out: resize and pad, run a backend, merge flips and scales, decode, map back to the image.
+
+Two ways to decode:
+- `decode_at="image"`: every map is resized to the full image (cubic) before peaks are taken; the reference's
+  validation path, accurate but slow on large images.
+- `decode_at="map"`: peaks are taken on the network's maps upsampled by `upsample` (1 = the stride-8 maps
+  themselves, refined to sub-pixel precision), and only the found coordinates are mapped to the image.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+
+from lwpose.grouping import GroupingParams, People, decode_people
+from lwpose.keypoints import KeypointSet
+from modules.pose_network import STRIDE
+
+PIXEL_MEAN = 128.0
+PIXEL_SCALE = 1.0 / 256.0
+
+Backend = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
+
+
+def normalize_image(image: np.ndarray) -> np.ndarray:
+    """uint8 BGR (H, W, 3) -> float32 (H, W, 3) as the network was trained: (pixel - 128) / 256."""
+    return (image.astype(np.float32) - PIXEL_MEAN) * PIXEL_SCALE
+
+
+@dataclass(frozen=True)
+class InputTransform:
+    """How an image became a network input: resized by `ratio` (x and y), then padded by `pad` (top, left,
+    bottom, right) to `padded_size` (height, width)."""
+
+    ratio: float
+    pad: tuple[int, int, int, int]
+    padded_size: tuple[int, int]
+    image_size: tuple[int, int]  # height, width of the original image
+
+    def input_to_image(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Network-input pixel coordinates (pixel centres at integers) to original-image coordinates."""
+        return (x - self.pad[1] + 0.5) / self.ratio - 0.5, (y - self.pad[0] + 0.5) / self.ratio - 0.5
+
+
+def prepare_input(image: np.ndarray, height_size: int, scale: float = 1.0, stride: int = STRIDE,
+                  interpolation: int = cv2.INTER_CUBIC, min_width: int | None = None
+                  ) -> tuple[np.ndarray, InputTransform]:
+    """Resize so the height is `height_size * scale` and pad (centred, with the normalised value 0) to a
+    multiple of the stride, at least `height_size` wide unless `min_width` says otherwise.
+    Returns the CHW float32 input and its transform."""
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) BGR image, got shape {image.shape}")
+    height, width = image.shape[:2]
+    ratio = scale * height_size / height
+    resized = cv2.resize(normalize_image(image), (0, 0), fx=ratio, fy=ratio, interpolation=interpolation)
+    target_h = math.ceil(max(height_size, resized.shape[0]) / stride) * stride
+    min_w = height_size if min_width is None else min_width
+    target_w = math.ceil(max(min_w, resized.shape[1]) / stride) * stride
+    top = (target_h - resized.shape[0]) // 2
+    left = (target_w - resized.shape[1]) // 2
+    pad = (top, left, target_h - resized.shape[0] - top, target_w - resized.shape[1] - left)
+    padded = cv2.copyMakeBorder(resized, pad[0], pad[2], pad[1], pad[3], cv2.BORDER_CONSTANT, value=(0, 0, 0))
+    return np.ascontiguousarray(padded.transpose(2, 0, 1)), InputTransform(ratio, pad, (target_h, target_w),
+                                                                             (height, width))
+
+
+def _resize_channels(maps: np.ndarray, size: tuple[int, int] | None = None, factor: float | None = None
+                     ) -> np.ndarray:
+    """Cubic resize of a (C, H, W) stack; OpenCV resizes at most 512 channels at once."""
+    hwc = np.ascontiguousarray(maps.transpose(1, 2, 0))
+    chunks = []
+    for start in range(0, hwc.shape[2], 512):
+        part = hwc[:, :, start:start + 512]
+        if size is not None:
+            out = cv2.resize(part, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
+        else:
+            out = cv2.resize(part, (0, 0), fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+        chunks.append(out.reshape(out.shape[0], out.shape[1], -1))
+    return np.concatenate(chunks, axis=2).transpose(2, 0, 1)
+
+
+def unflip_maps(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Maps predicted for a horizontally flipped image, turned back into maps of the original image."""
+    heatmaps = heatmaps[..., ::-1][keypoint_set.heatmap_flip_channels]
+    channels, signs = keypoint_set.paf_flip_channels
+    pafs = pafs[..., ::-1][channels] * signs[:, None, None]
+    return np.ascontiguousarray(heatmaps), np.ascontiguousarray(pafs)
+
+
+@dataclass
+class PoseEstimator:
+    backend: Backend
+    keypoint_set: KeypointSet
+    height_size: int = 368
+    scales: Sequence[float] = (1.0,)
+    flip: bool = False
+    decode_at: str = "image"  # "image" or "map"
+    upsample: int = 4  # with decode_at="map": factor the stride-8 maps are upsampled by before decoding
+    grouping: GroupingParams = field(default_factory=GroupingParams)
+    resize_interpolation: int = cv2.INTER_CUBIC
+
+    def __post_init__(self):
+        if self.decode_at not in ("image", "map"):
+            raise ValueError("decode_at must be 'image' or 'map'")
+        if self.flip and not self.keypoint_set.can_flip:
+            _ = self.keypoint_set.paf_flip_channels  # raises with the reason
+
+    # ------------------------------------------------------------------ maps
+    def _network_maps(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        heatmaps, pafs = self.backend(inputs)
+        return np.asarray(heatmaps, np.float32), np.asarray(pafs, np.float32)
+
+    def _inputs_for(self, image: np.ndarray) -> list[tuple[np.ndarray, InputTransform, bool]]:
+        """Every (input, transform, flipped) the settings ask for."""
+        items = []
+        for scale in self.scales:
+            inp, transform = prepare_input(image, self.height_size, scale, interpolation=self.resize_interpolation)
+            items.append((inp, transform, False))
+            if self.flip:
+                items.append((np.ascontiguousarray(inp[..., ::-1]), transform, True))
+        return items
+
+    def image_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Heatmaps and PAFs resized to the full image, averaged over scales and flips (the reference's val)."""
+        height, width = image.shape[:2]
+        heat_sum = paf_sum = None
+        items = self._inputs_for(image)
+        for inp, transform, flipped in items:
+            heatmaps, pafs = self._network_maps(inp[None])
+            heatmaps, pafs = heatmaps[0], pafs[0]
+            if flipped:
+                heatmaps, pafs = unflip_maps(heatmaps, pafs, self.keypoint_set)
+            heatmaps, pafs = (self._to_image(m, transform, (height, width)) for m in (heatmaps, pafs))
+            heat_sum = heatmaps if heat_sum is None else heat_sum + heatmaps
+            paf_sum = pafs if paf_sum is None else paf_sum + pafs
+        return heat_sum / len(items), paf_sum / len(items)
+
+    @staticmethod
+    def _to_image(maps: np.ndarray, transform: InputTransform, image_size: tuple[int, int]) -> np.ndarray:
+        up = _resize_channels(maps, factor=STRIDE)
+        top, left, bottom, right = transform.pad
+        up = up[:, top:up.shape[1] - bottom, left:up.shape[2] - right]
+        return _resize_channels(up, size=image_size)
+
+    # ------------------------------------------------------------------ people
+    def __call__(self, image: np.ndarray) -> People:
+        return self.estimate(image)
+
+    def estimate(self, image: np.ndarray) -> People:
+        """People in one BGR image, coordinates in image pixels (pixel centres at integers)."""
+        if self.decode_at == "image":
+            heatmaps, pafs = self.image_maps(image)
+            return decode_people(heatmaps, pafs, self.keypoint_set, self.grouping)
+        return self.estimate_batch([image])[0]
+
+    def estimate_batch(self, images: Sequence[np.ndarray]) -> list[People]:
+        """People in several images; same-sized images go through the backend as one batch (map decoding)."""
+        if self.decode_at == "image":
+            return [self.estimate(image) for image in images]
+        results: list[People | None] = [None] * len(images)
+        by_size: dict[tuple, list[int]] = {}
+        for i, image in enumerate(images):
+            by_size.setdefault(image.shape, []).append(i)
+        for indices in by_size.values():
+            for i, people in zip(indices, self._estimate_same_size([images[i] for i in indices])):
+                results[i] = people
+        return results  # type: ignore[return-value]
+
+    def _estimate_same_size(self, images: list[np.ndarray]) -> list[People]:
+        base_scale = self.scales[0]
+        accum_heat = accum_paf = None
+        base_transform = None
+        count = 0
+        for scale in self.scales:
+            prepared = [prepare_input(img, self.height_size, scale, interpolation=self.resize_interpolation)
+                        for img in images]
+            transform = prepared[0][1]
+            batch = np.stack([p[0] for p in prepared])
+            heatmaps, pafs = self._network_maps(batch)
+            pairs = [(heatmaps, pafs)]
+            if self.flip:
+                fh, fp = self._network_maps(np.ascontiguousarray(batch[..., ::-1]))
+                unflipped = [unflip_maps(fh[i], fp[i], self.keypoint_set) for i in range(len(images))]
+                pairs.append((np.stack([u[0] for u in unflipped]), np.stack([u[1] for u in unflipped])))
+            for heat, paf in pairs:
+                if base_transform is None:
+                    base_transform = transform
+                elif scale != base_scale:  # other scales are brought onto the first scale's map grid
+                    heat = self._regrid(heat, transform, base_transform)
+                    paf = self._regrid(paf, transform, base_transform)
+                accum_heat = heat if accum_heat is None else accum_heat + heat
+                accum_paf = paf if accum_paf is None else accum_paf + paf
+                count += 1
+        accum_heat /= count
+        accum_paf /= count
+        results = []
+        for i in range(len(images)):
+            heat, paf = accum_heat[i], accum_paf[i]
+            if self.upsample > 1:
+                heat = _resize_channels(heat, factor=self.upsample)
+                paf = _resize_channels(paf, factor=self.upsample)
+            people = decode_people(heat, paf, self.keypoint_set, self.grouping)
+            results.append(self._map_people_to_image(people, base_transform))
+        return results
+
+    def _map_people_to_image(self, people: People, transform: InputTransform) -> People:
+        # Map cell i (upsampled by u) is centred on input pixel (i + 0.5) * stride / u - 0.5.
+        cell = STRIDE / self.upsample
+        x_input_scale, offset = cell, 0.5 * cell - 0.5
+        keypoints = people.keypoints.copy()
+        present = keypoints[..., 2] > 0
+        x_in = keypoints[..., 0] * x_input_scale + offset
+        y_in = keypoints[..., 1] * x_input_scale + offset
+        x_img, y_img = transform.input_to_image(x_in, y_in)
+        keypoints[..., 0] = np.where(present, x_img, -1)
+        keypoints[..., 1] = np.where(present, y_img, -1)
+        return People(keypoints, people.scores, people.num_keypoints)
+
+    @staticmethod
+    def _regrid(maps: np.ndarray, source: InputTransform, target: InputTransform) -> np.ndarray:
+        """Resample (N, C, h, w) stride-8 maps of one input transform onto the map grid of another."""
+        out = []
+        th, tw = target.padded_size[0] // STRIDE, target.padded_size[1] // STRIDE
+        # target map cell centre -> target input pixel -> image pixel -> source input pixel -> source map cell
+        ty, tx = np.mgrid[0:th, 0:tw].astype(np.float32)
+        img_x, img_y = target.input_to_image(tx * STRIDE + (STRIDE - 1) / 2, ty * STRIDE + (STRIDE - 1) / 2)
+        src_x = (img_x + 0.5) * source.ratio - 0.5 + source.pad[1]
+        src_y = (img_y + 0.5) * source.ratio - 0.5 + source.pad[0]
+        map_x = ((src_x - (STRIDE - 1) / 2) / STRIDE).astype(np.float32)
+        map_y = ((src_y - (STRIDE - 1) / 2) / STRIDE).astype(np.float32)
+        for sample in maps:
+            hwc = np.ascontiguousarray(sample.transpose(1, 2, 0))
+            chans = [cv2.remap(hwc[:, :, s:s + 512], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+                     for s in range(0, hwc.shape[2], 512)]
+            chans = [c.reshape(th, tw, -1) for c in chans]
+            out.append(np.concatenate(chans, axis=2).transpose(2, 0, 1))
+        return np.stack(out)

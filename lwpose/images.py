@@ -1,0 +1,26 @@
+"""Reading images the way every entry point needs them: 8-bit BGR, whatever the file holds."""
+from __future__ import annotations
+
+import os
+
+import cv2
+import numpy as np
+
+
+class ImageReadError(OSError):
+    """An image that cannot be used; the message names the file and why."""
+
+
+def read_image(path: str) -> np.ndarray:
+    """An 8-bit BGR image (grayscale, alpha and 16-bit files converted, EXIF orientation applied, as the
+    reference reads them), or ImageReadError naming the file."""
+    if not os.path.exists(path):
+        raise ImageReadError(f"image {path} does not exist")
+    if os.path.getsize(path) == 0:
+        raise ImageReadError(f"image {path} is empty (0 bytes)")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageReadError(f"image {path} cannot be decoded (truncated, too large or not an image)")
+    if image.shape[0] < 2 or image.shape[1] < 2:
+        raise ImageReadError(f"image {path} is only {image.shape[1]}x{image.shape[0]} pixels")
+    return image

@@ -1,0 +1,76 @@
+"""Validate a model on a COCO-format keypoint file with pycocotools (OKS with the keypoint set's sigmas).
+
+    python val.py --labels person_keypoints_val2017.json --images-folder val2017 --checkpoint-path model.pth
+"""
+import argparse
+import sys
+
+from lwpose.checkpoint import CheckpointError, load_model
+from lwpose.coco_eval import METRIC_NAMES, GroundTruthError, load_keypoint_ground_truth
+from lwpose.estimator import PoseEstimator
+from lwpose.backends import TorchBackend
+from lwpose.keypoints import KeypointSetError
+from lwpose.validation import validate_coco, write_json
+
+MULTISCALE = (0.5, 1.0, 1.5, 2.0)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", required=True, help="COCO-format keypoint ground truth (JSON)")
+    parser.add_argument("--images-folder", required=True, help="folder the ground truth's file_names are in")
+    parser.add_argument("--checkpoint-path", required=True, help="lwpose checkpoint (see scripts/import_weights.py)")
+    parser.add_argument("--height-size", type=int, default=368, help="network input height (default 368)")
+    parser.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
+    parser.add_argument("--multiscale", action="store_true",
+                        help=f"average over scales {', '.join(map(str, MULTISCALE))}")
+    parser.add_argument("--decode-at", choices=("image", "map"), default="image",
+                        help="decode on maps resized to the image (reference) or at map resolution (fast)")
+    parser.add_argument("--upsample", type=int, default=4, help="with --decode-at map: map upsampling factor")
+    parser.add_argument("--gt-keypoints", default=None,
+                        help="keypoint set of the ground truth (shipped name or JSON); found from its names if omitted")
+    parser.add_argument("--output-name", default="detections.json", help="where to write the COCO detections")
+    parser.add_argument("--metrics-out", default=None, help="write the metrics as JSON here")
+    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        network, keypoint_set, _ = load_model(args.checkpoint_path, args.device)
+        gt = load_keypoint_ground_truth(args.labels, args.gt_keypoints, fallback_set=keypoint_set)
+    except (CheckpointError, GroundTruthError, KeypointSetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    missing = [n for n in gt.keypoint_set.keypoints if n not in keypoint_set.index]
+    if len(missing) == gt.keypoint_set.num_keypoints:
+        print(f"error: the model's keypoints ({keypoint_set.name}) share no name with the ground truth's "
+              f"({gt.keypoint_set.name})", file=sys.stderr)
+        return 2
+    if missing:
+        print(f"note: the model does not predict {missing}; they count as missed")
+    estimator = PoseEstimator(TorchBackend(network, args.device), keypoint_set, height_size=args.height_size,
+                              scales=MULTISCALE if args.multiscale else (1.0,), flip=args.flip,
+                              decode_at=args.decode_at, upsample=args.upsample)
+    report = validate_coco(estimator, gt, args.images_folder, progress=not args.no_progress,
+                           max_images=args.max_images)
+    write_json(report.detections, args.output_name)
+    print(report.metrics["summary"] if "summary" in report.metrics else "no detections")
+    if report.unreadable:
+        print(f"{len(report.unreadable)} of {report.num_images} images could not be read and count as missed: "
+              + ", ".join(report.unreadable[:10]) + (" ..." if len(report.unreadable) > 10 else ""))
+    print(" ".join(f"{name} {report.metrics[name]:.3f}" for name in METRIC_NAMES[:6])
+          + f"  ({report.num_images} images, {len(report.detections)} detections, {report.seconds:.1f} s)")
+    if args.metrics_out:
+        write_json(report.to_json() | {"labels": args.labels, "checkpoint": args.checkpoint_path,
+                                       "height_size": args.height_size, "flip": args.flip,
+                                       "multiscale": args.multiscale, "decode_at": args.decode_at},
+                   args.metrics_out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
