@@ -1,0 +1,27 @@
+# Two commands from a fresh clone: `make quickstart` (the main job end to end) and `make test` (the suite).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_VERSION ?= 2.13.0
+
+.PHONY: setup test test-fast clean-venv
+
+$(VENV)/.installed: requirements.txt requirements-extras.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
+	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed
+
+# The whole suite; tests needing ../shared skip with their reason unless LWPOSE_REQUIRE_SHARED=1.
+test: setup
+	$(PY) -m pytest -q tests
+
+# Everything but the tests marked slow.
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+clean-venv:
+	rm -rf $(VENV)
