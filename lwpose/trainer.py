@@ -203,7 +203,7 @@ class Trainer:
                     name == p or name.startswith(p + ".") for p in self.optimizer_settings.freeze):
                 module.eval()
 
-    def _step(self, batch_iterator) -> torch.Tensor:
+    def step(self, batch_iterator) -> torch.Tensor:
         """One optimiser step; returns the detached per-stage losses summed over the accumulated batches."""
         self.optimizer.zero_grad(set_to_none=True)
         total_parts = None
@@ -268,7 +268,7 @@ class Trainer:
         try:
             while self.iteration < s.total_iterations:
                 lr = set_learning_rates(self.optimizer, self.epoch, self.optimizer_settings)
-                parts = self._step(batch_iterator)
+                parts = self.step(batch_iterator)
                 self.iteration += 1
                 window_parts = parts if window_parts is None else window_parts + parts
                 window_count += 1
