@@ -45,7 +45,8 @@ CONFIG_KEYS = set(OptimizerSettings().to_dict())
 
 
 def optimizer_settings_from_config(config: dict, path: str = "<config>") -> OptimizerSettings:
-    """Settings from a JSON config's entries (any subset of OptimizerSettings' fields)."""
+    """Settings from a JSON config's entries (any subset of OptimizerSettings' fields); `lr_multipliers` add to
+    the defaults (refinement stages x4) rather than replace them."""
     unknown = set(config) - CONFIG_KEYS
     if unknown:
         raise ValueError(f"config {path}: unknown entries {sorted(unknown)} (known: {sorted(CONFIG_KEYS)})")
@@ -56,7 +57,7 @@ def optimizer_settings_from_config(config: dict, path: str = "<config>") -> Opti
         elif key == "lr_multipliers":
             if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
                 raise ValueError(f"config {path}: 'lr_multipliers' must map module names to numbers")
-            value = {str(k): float(v) for k, v in value.items()}
+            value = {**settings.lr_multipliers, **{str(k): float(v) for k, v in value.items()}}
         setattr(settings, key, value)
     return settings
 
