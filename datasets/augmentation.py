@@ -14,6 +14,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+BGR_TO_GREY = np.array([0.114, 0.587, 0.299])  # ITU-R BT.601 luma weights in OpenCV's channel order
+
 
 @dataclass(frozen=True)
 class AugmentationConfig:
@@ -103,10 +105,11 @@ def flip_matrix(size: int) -> np.ndarray:
 
 
 def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
-    """2x3 (or 3x3) affine maps: `outer` after `inner`, as a 2x3 matrix."""
-    def full(m):
-        return m if m.shape == (3, 3) else np.vstack([m, [0.0, 0.0, 1.0]])
-    return (full(outer) @ full(inner))[:2]
+    """Affine maps given as 2x3 (or 3x3) matrices: `outer` after `inner`, as a 2x3 matrix."""
+    result = np.empty((2, 3))
+    result[:, :2] = outer[:2, :2] @ inner[:2, :2]
+    result[:, 2] = outer[:2, :2] @ inner[:2, 2] + outer[:2, 2]
+    return result
 
 
 def reduced_to_full(factor: float) -> np.ndarray:
@@ -130,14 +133,13 @@ def flip_keypoints(keypoints: np.ndarray, size: int, flip_permutation: np.ndarra
 
 
 def apply_colour_jitter(image: np.ndarray, params: AugmentParams) -> np.ndarray:
-    """Contrast about mid-grey, brightness and per-channel gain through one lookup table, then saturation."""
+    """Saturation (towards the pixel's grey), contrast about mid-grey, brightness and per-channel gain: all linear,
+    so one 3x4 colour matrix applied in a single pass (saturating to 0..255)."""
     if params.contrast == 1.0 and params.brightness == 0.0 and params.channel_gains == (1.0, 1.0, 1.0) \
             and params.saturation == 1.0:
         return image
-    levels = (np.arange(256, dtype=np.float32) - 128.0) * params.contrast + 128.0 + params.brightness
-    table = np.clip(levels[:, None] * np.asarray(params.channel_gains, np.float32)[None, :], 0, 255)
-    image = cv2.LUT(image, table.astype(np.uint8).reshape(256, 1, 3))
-    if params.saturation != 1.0:
-        gray = cv2.cvtColor(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY), cv2.COLOR_GRAY2BGR)
-        image = cv2.addWeighted(image, params.saturation, gray, 1.0 - params.saturation, 0.0)
-    return image
+    towards_grey = (1.0 - params.saturation) * np.repeat(BGR_TO_GREY[None, :], 3, axis=0)
+    gains = np.asarray(params.channel_gains, np.float64)[:, None]
+    linear = gains * params.contrast * (params.saturation * np.eye(3) + towards_grey)
+    offset = gains[:, 0] * (128.0 + params.brightness - 128.0 * params.contrast)
+    return cv2.transform(image, np.hstack([linear, offset[:, None]]).astype(np.float32))

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, REPO_ROOT, require_shared
-from datasets.augmentation import AugmentationConfig, AugmentParams, crop_matrix
+from datasets.augmentation import AugmentationConfig, AugmentParams, apply_colour_jitter, crop_matrix
 from datasets.coco_reader import read_coco_keypoints
 from datasets.loader import InfiniteBatchSampler, make_train_loader
 from datasets.pose_dataset import PoseTrainingDataset
@@ -137,3 +137,14 @@ def test_the_loader_survives_a_low_open_file_limit(tmp_path):
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "batches 60" in result.stdout
+
+
+def test_colour_jitter_changes_brightness_contrast_saturation_and_nothing_else():
+    image = (np.random.default_rng(0).random((40, 40, 3)) * 255).astype(np.uint8)
+    assert apply_colour_jitter(image, AugmentParams()) is image
+    grey = apply_colour_jitter(image, AugmentParams(saturation=0.0, brightness=10.0))
+    expected = np.clip(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(int) + 10, 0, 255)
+    assert np.abs(grey.astype(int) - expected[..., None]).max() <= 1
+    stretched = apply_colour_jitter(image, AugmentParams(contrast=2.0))
+    assert stretched[image < 64].max() == 0 and stretched[image > 192].min() == 255
+    assert stretched.shape == image.shape and stretched.dtype == np.uint8
