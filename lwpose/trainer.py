@@ -289,8 +289,8 @@ class Trainer:
                         bar.set_postfix(loss=f"{last_loss:.2f}", samples_s=f"{row['samples_per_second']:.1f}",
                                         epoch=self.epoch)
                     window_parts, window_count, window_start = None, 0, time.perf_counter()
-                if not math.isfinite(last_loss):
-                    raise FloatingPointError(f"loss is {last_loss} at iteration {self.iteration}")
+                    if not math.isfinite(last_loss):
+                        raise FloatingPointError(f"loss is {last_loss} at iteration {self.iteration}")
                 if self.iteration % s.checkpoint_after == 0 and main:
                     self.save_checkpoint()
                 if self.iteration % s.val_after == 0:

@@ -184,11 +184,12 @@ def test_lr_multipliers_and_freezing_come_from_a_config_file(tmp_path):
         optimizer_settings_from_config({"learning_rate": 1}, "config.json")
 
 
-def test_freezing_the_backbone_on_the_command_line_leaves_it_unchanged(eight_images, tmp_path):
+def test_a_frozen_backbone_stays_unchanged_under_bf16_autocast_with_tensorboard_logs(eight_images, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"lr_multipliers": {"initial_stage": 2}}))
     train(eight_images, tmp_path, "frozen", *SMALL_RUN, "--max-iterations", "2", "--checkpoint-after", "1",
           "--keep-checkpoints", "2", "--num-workers", "0", "--freeze", "model", "--config",
-          str(tmp_path / "config.json"), "--lr-mult", "cpm=3", "--base-lr", "1e-3")
+          str(tmp_path / "config.json"), "--lr-mult", "cpm=3", "--base-lr", "1e-3", "--amp", "bf16",
+          "--log-after", "2")
     first = load_checkpoint(str(tmp_path / "frozen" / "checkpoints" / "checkpoint_iter_1.pth"))
     second = load_checkpoint(str(tmp_path / "frozen" / "checkpoints" / "checkpoint_iter_2.pth"))
     changed = {k for k in first["state_dict"] if not torch.equal(first["state_dict"][k], second["state_dict"][k])}
@@ -196,6 +197,8 @@ def test_freezing_the_backbone_on_the_command_line_leaves_it_unchanged(eight_ima
     assert any(k.startswith("cpm.") for k in changed)
     multipliers = sorted({g["lr_multiplier"] for g in second["training"]["optimizer"]["param_groups"]})
     assert multipliers == [2.0, 3.0, 4.0, 6.0, 8.0]  # refinement x4 (default) kept
+    assert [int(r["iteration"]) for r in read_log(tmp_path / "frozen" / "log.csv")] == [2]
+    assert any(n.startswith("events.out.tfevents") for n in os.listdir(tmp_path / "frozen" / "tensorboard"))
 
 
 def test_a_crash_while_saving_leaves_the_previous_checkpoint_whole(tmp_path, monkeypatch):
