@@ -11,11 +11,11 @@ from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, MMPOSE_SAMPLES, require
 from datasets.augmentation import AugmentationConfig, AugmentParams
 from datasets.coco_reader import read_coco_keypoints
 from datasets.pose_dataset import PoseTrainingDataset
-from datasets.prepared_labels import build_prepared_labels, load_prepared_labels
+from datasets.prepared_labels import build_prepared_labels
 from datasets.targets import channel_loss_masks, make_targets
 from lwpose.keypoints import load_keypoint_set
 from modules.loss import loss_masks, masked_l2, pose_loss
-from training_data import SHIPPED_SAMPLES, prepare, sample_paths
+from training_data import SHIPPED_SAMPLES, sample_paths
 
 LWOP18 = load_keypoint_set("lwop18")
 
@@ -108,8 +108,9 @@ def unflip(maps: np.ndarray, channels, signs=None) -> np.ndarray:
 def test_targets_of_the_flipped_sample_are_the_flipped_targets(tmp_path, folder, file_name, keypoints):
     require_shared(MMPOSE_SAMPLES)
     labels_path, images = sample_paths(folder, file_name)
-    prepare(labels_path, images, keypoints, tmp_path / "prepared.json")
-    dataset = PoseTrainingDataset(load_prepared_labels(str(tmp_path / "prepared.json")), progress=False)
+    keypoint_set = load_keypoint_set(keypoints)
+    labels = build_prepared_labels(read_coco_keypoints(labels_path, keypoint_set), keypoint_set, images_folder=images)
+    dataset = PoseTrainingDataset(labels, progress=False)
     keypoint_set = dataset.keypoint_set
     paf_channels, paf_signs = keypoint_set.paf_flip_channels
     for index in range(len(dataset)):
