@@ -13,7 +13,7 @@ import sys
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from datasets.targets import warm_up_kernels
 
@@ -87,8 +87,39 @@ def init_worker(worker_id: int) -> None:
     torch.set_num_threads(1)
 
 
+class BatchAssembler(Dataset):
+    """Makes a whole batch per call, each sample written straight into its row of the batch tensors, which live in
+    shared memory when made in a worker: no per-sample arrays, no collate copy, nothing copied again on the way to
+    the training process (the batch-level work would otherwise cost about as much as making the samples)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.layout = dataset.sample_layout()
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, keys) -> dict:
+        in_worker = get_worker_info() is not None
+        batch = {}
+        for name, (shape, dtype) in self.layout.items():
+            empty = torch.from_numpy(np.empty(0, dtype))
+            full_shape = (len(keys), *shape)
+            if in_worker:  # allocated in shared memory at once, as torch's own collate does (no copy into it)
+                storage = empty._typed_storage()._new_shared(int(np.prod(full_shape)), device=empty.device)
+                batch[name] = empty.new(storage).resize_(full_shape)
+            else:
+                batch[name] = torch.from_numpy(np.empty(full_shape, dtype))
+        rows = {name: tensor.numpy() for name, tensor in batch.items()}
+        for row, key in enumerate(keys):
+            self.dataset.sample_for_key(key, {name: array[row, ...] for name, array in rows.items()})  # views, 0-d too
+        return batch
+
+
 def make_train_loader(dataset, batch_sampler: InfiniteBatchSampler, num_workers: int, pin_memory: bool = False,
                       prefetch_factor: int = 4) -> DataLoader:
+    """Batches (dicts of tensors) from `dataset`, a PoseTrainingDataset or anything with the same
+    `sample_layout()` and `sample_for_key(key, out)`, in the order of `batch_sampler`."""
     prepare_worker_sharing()
     warm_up_kernels()  # compiled once here, inherited by the forked workers
     extra = {}
@@ -96,4 +127,6 @@ def make_train_loader(dataset, batch_sampler: InfiniteBatchSampler, num_workers:
         extra = {"worker_init_fn": init_worker, "persistent_workers": True, "prefetch_factor": prefetch_factor}
         if sys.platform.startswith("linux"):
             extra["multiprocessing_context"] = "fork"  # workers share the decoded-image cache, copy on write
-    return DataLoader(dataset, batch_sampler=batch_sampler, num_workers=num_workers, pin_memory=pin_memory, **extra)
+    # batch_size=None: each key list from the sampler is one call, and the batch it returns passes unchanged.
+    return DataLoader(BatchAssembler(dataset), sampler=batch_sampler, batch_size=None, num_workers=num_workers,
+                      pin_memory=pin_memory, **extra)

@@ -92,7 +92,9 @@ def ignore_fraction_map(ignore: list[dict], height: int, width: int) -> np.ndarr
 class PoseTrainingDataset(Dataset):
     """Samples of prepared labels as dicts of numpy arrays:
     image (S, S, 3) uint8 BGR, heatmaps (K + 1, S/8, S/8), pafs (2L, S/8, S/8), mask (S/8, S/8) (0 in ignore
-    regions), heatmap_channel_mask (K + 1,), paf_channel_mask (2L,), source (int)."""
+    regions), heatmap_channel_mask (K + 1,), paf_channel_mask (2L,), source (index into the labels' sources).
+    A dataset of another kind (e.g. several sources combined) fits the loader by offering the same
+    `sample_layout()` and `sample_for_key(key, out)`."""
 
     def __init__(self, labels: PreparedLabels, images_folders: list[str | None] | None = None,
                  augmentation: AugmentationConfig = AugmentationConfig(), targets: TargetConfig = TargetConfig(),
@@ -128,9 +130,21 @@ class PoseTrainingDataset(Dataset):
         return len(self.labels.samples)
 
     def __getitem__(self, key) -> dict:
-        index, draw = key if isinstance(key, tuple) else (key, 0)
+        return self.sample_for_key(key)
+
+    def sample_for_key(self, key, out: dict | None = None) -> dict:
+        index, draw = key if isinstance(key, (tuple, list)) else (key, 0)
         rng = np.random.default_rng((self.seed, int(draw), int(index)))
-        return self.make_sample(int(index), sample_augment_params(rng, self.augmentation))
+        return self.make_sample(int(index), sample_augment_params(rng, self.augmentation), out)
+
+    def sample_layout(self) -> dict[str, tuple[tuple[int, ...], type]]:
+        """Shape and dtype of each entry of a sample."""
+        n, size = self.map_size, self.augmentation.input_size
+        k = self.keypoint_set
+        return {"image": ((size, size, 3), np.uint8), "heatmaps": ((k.num_heatmaps, n, n), np.float32),
+                "pafs": ((k.num_pafs, n, n), np.float32), "mask": ((n, n), np.float32),
+                "heatmap_channel_mask": ((k.num_heatmaps,), np.float32),
+                "paf_channel_mask": ((k.num_pafs,), np.float32), "source": ((), np.int64)}
 
     def _ignore_map(self, image_index: int) -> np.ndarray | None:
         if image_index not in self._ignore_maps:
@@ -140,7 +154,10 @@ class PoseTrainingDataset(Dataset):
             self._ignore_maps[image_index] = ignore_fraction_map(im.ignore, im.height, im.width)
         return self._ignore_maps[image_index]
 
-    def make_sample(self, index: int, params: AugmentParams) -> dict:
+    def make_sample(self, index: int, params: AugmentParams, out: dict | None = None) -> dict:
+        """The sample of `index` under `params`, written into `out` (arrays of `sample_layout`) when given."""
+        if out is None:
+            out = {name: np.empty(shape, dtype) for name, (shape, dtype) in self.sample_layout().items()}
         image_index, person_index = self.labels.samples[index]
         info = self.labels.images[image_index]
         x, y, w, h = info.bboxes[person_index]
@@ -153,20 +170,21 @@ class PoseTrainingDataset(Dataset):
         if params.flip:
             image_matrix = compose(flip_matrix(size), image_matrix)
         pad = float(self.augmentation.pad_value)
-        crop = cv2.warpAffine(image, image_matrix, (size, size), flags=cv2.INTER_LINEAR,
-                              borderMode=cv2.BORDER_CONSTANT, borderValue=(pad, pad, pad))
-        crop = apply_colour_jitter(crop, params)
+        warped = cv2.warpAffine(image, image_matrix, (size, size), dst=out["image"], flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=(pad, pad, pad))
+        jittered = apply_colour_jitter(warped, params)
+        if jittered is not out["image"]:  # OpenCV writes in place when it can; copy when it could not
+            out["image"][...] = jittered
 
         keypoints = transform_keypoints(info.keypoints, matrix)
         if params.flip:
             keypoints = flip_keypoints(keypoints, size, self.keypoint_set.flip_permutation)
-        heatmaps, pafs = make_targets(keypoints, self.keypoint_set, (self.map_size, self.map_size),
-                                      self.targets.stride, self.targets.sigma, self.targets.paf_thickness)
-        mask = self._loss_weight_map(image_index, matrix, params.flip)
-        heatmap_channel_mask, paf_channel_mask = self._channel_masks[info.source]
-        return {"image": crop, "heatmaps": heatmaps, "pafs": pafs, "mask": mask,
-                "heatmap_channel_mask": heatmap_channel_mask, "paf_channel_mask": paf_channel_mask,
-                "source": info.source}
+        make_targets(keypoints, self.keypoint_set, (self.map_size, self.map_size), self.targets.stride,
+                     self.targets.sigma, self.targets.paf_thickness, out=(out["heatmaps"], out["pafs"]))
+        out["mask"][...] = self._loss_weight_map(image_index, matrix, params.flip)
+        out["heatmap_channel_mask"][...], out["paf_channel_mask"][...] = self._channel_masks[info.source]
+        out["source"][...] = info.source
+        return out
 
     def _loss_weight_map(self, image_index: int, matrix: np.ndarray, flip: bool) -> np.ndarray:
         """(S/8, S/8) float32: 1 - the share of each output cell inside an ignore region."""

@@ -106,12 +106,18 @@ def render_pafs(keypoints, limb_keypoints, limb_paf_channels, stride, thickness,
 
 
 def make_targets(keypoints: np.ndarray, keypoint_set: KeypointSet, map_size: tuple[int, int], stride: int,
-                 sigma: float = DEFAULT_SIGMA, paf_thickness: float = DEFAULT_PAF_THICKNESS
-                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Heatmaps (K + 1, h, w) and PAFs (2L, h, w) float32 for people (P, K, 3) in input-pixel coordinates."""
+                 sigma: float = DEFAULT_SIGMA, paf_thickness: float = DEFAULT_PAF_THICKNESS,
+                 out: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Heatmaps (K + 1, h, w) and PAFs (2L, h, w) float32 for people (P, K, 3) in input-pixel coordinates, written
+    into `out` when given (e.g. rows of a batch)."""
     height, width = map_size
-    heatmaps = np.zeros((keypoint_set.num_heatmaps, height, width), np.float32)
-    pafs = np.zeros((keypoint_set.num_pafs, height, width), np.float32)
+    if out is None:
+        heatmaps = np.zeros((keypoint_set.num_heatmaps, height, width), np.float32)
+        pafs = np.zeros((keypoint_set.num_pafs, height, width), np.float32)
+    else:
+        heatmaps, pafs = out
+        heatmaps.fill(0)
+        pafs.fill(0)
     keypoints = np.ascontiguousarray(keypoints, np.float64).reshape(-1, keypoint_set.num_keypoints, 3)
     render_heatmaps(keypoints, float(stride), float(sigma), heatmaps)
     render_pafs(keypoints, keypoint_set.limb_keypoints, keypoint_set.limb_paf_channels, float(stride),

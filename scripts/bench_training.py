@@ -7,7 +7,9 @@
 with the default augmentation (scale, rotation, crop, flip, colour jitter) and targets + masks, and counts samples
 arriving in the training process (collated batches, so inter-process transfer is included). It measures two image
 modes: decoded once into memory at start-up (JPEG decoding NOT per sample; the start-up decode is reported
-separately) and decoded per sample (JPEG decoding included).
+separately) and decoded per sample (JPEG decoding included). Per core: the wall-clock rate divided by the worker
+count, and samples per CPU-second of the workers and the training process together (Linux /proc), which is what
+one fully available core delivers, also on a machine shared with other work.
 """
 from __future__ import annotations
 
@@ -74,6 +76,21 @@ def _stage_timings(dataset, count: int) -> dict:
     return {k: round(v / count * 1000, 3) for k, v in totals.items()}
 
 
+def _cpu_seconds(worker_pids: list[int]) -> float:
+    """CPU time (user + system) used so far by this process and the given workers: what the pipeline costs,
+    whatever else shares the machine (wall-clock rates drop on a loaded machine, this does not)."""
+    total = time.process_time()
+    ticks = os.sysconf("SC_CLK_TCK")
+    for pid in worker_pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks
+        except (OSError, IndexError, ValueError):
+            return float("nan")
+    return total
+
+
 def run_data(args) -> dict:
     from datasets.loader import InfiniteBatchSampler, make_train_loader
     from datasets.pose_dataset import PoseTrainingDataset
@@ -102,21 +119,26 @@ def run_data(args) -> dict:
         batches = iter(loader)
         for _ in range(2 * workers):  # workers started and every queue primed
             next(batches)
+        worker_pids = [w.pid for w in getattr(batches, "_workers", [])]
         count = 0
+        cpu_start = _cpu_seconds(worker_pids)
         start = time.perf_counter()
         while count < args.samples:
             count += len(next(batches)["image"])
         seconds = time.perf_counter() - start
+        cpu_seconds = _cpu_seconds(worker_pids) - cpu_start
         del batches, loader
         rate = count / seconds
         rows.append([("images decoded once at start-up" if cache == "decoded" else "image decoded per sample"),
-                     "no" if cache == "decoded" else "yes", workers, f"{rate:.0f}", f"{rate / min(workers, cores):.0f}"])
+                     "no" if cache == "decoded" else "yes", workers, f"{rate:.0f}", f"{rate / min(workers, cores):.0f}",
+                     f"{count / cpu_seconds:.0f}" if cpu_seconds > 0 else "-"])
         details[f"{cache}_setup_s"] = round(setup, 2)
     details["load_average_at_end"] = os.getloadavg()
     return {"title": f"Data pipeline: augmentation + targets + masks at {args.input_size}x{args.input_size}, "
                      f"{args.keypoints}, coco_mini_train ({len(labels)} samples), DataLoader with {workers} worker "
                      f"process(es), batch {args.batch_size}",
-            "columns": ["images", "JPEG decoding per sample", "workers", "samples/s", "samples/s per core"],
+            "columns": ["images", "JPEG decoding per sample", "workers", "samples/s", "samples/s per core",
+                        "samples per CPU-second"],
             "rows": rows, "details": details}
 
 
