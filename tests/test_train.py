@@ -60,6 +60,7 @@ def test_training_from_scratch_overfits_eight_images(eight_images, tmp_path):
     assert losses[0] / final >= 5, losses
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_with_exactly_the_same_losses(eight_images, tmp_path):
     common = [*SMALL_RUN, "--max-iterations", "8", "--checkpoint-after", "2", "--num-workers", "1",
               "--deterministic", "--seed", "3"]
