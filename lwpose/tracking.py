@@ -30,27 +30,30 @@ class Track:
         return keypoints
 
 
-def pose_similarity(a: np.ndarray, b: np.ndarray, tolerance: float, overlap_power: float = 0.5) -> float:
-    """How well two people (K, 3) agree, in [0, 1]: the mean over the keypoints both have of a Gaussian of
-    their distance, whose width is `tolerance` times the larger person's size (the diagonal of its keypoints'
-    box), times (shared keypoints / keypoints either has) ** `overlap_power`. Unlike COCO's OKS, every keypoint
-    gets the same width: between frames the error is the motion, which an eye and an ankle share. The overlap
-    term keeps a fragment (an arm found apart from its body) from taking over the whole person's track."""
-    in_a, in_b = a[:, 2] > 0, b[:, 2] > 0
+def pose_similarity(a: np.ndarray, b: np.ndarray, tolerance: float, overlap_power: float = 0.5) -> np.ndarray:
+    """How well people `a` (A, K, 3) agree with people `b` (B, K, 3): an (A, B) matrix in [0, 1]. For one pair,
+    the mean over the keypoints both have of a Gaussian of their distance, whose width is `tolerance` times the
+    larger person's size (the diagonal of its keypoints' box), times (shared keypoints / keypoints either has)
+    ** `overlap_power`. Unlike COCO's OKS, every keypoint gets the same width: between frames the error is the
+    motion, which an eye and an ankle share. The overlap term keeps a fragment (an arm found apart from its
+    body) from taking over the whole person's track."""
+    in_a, in_b = a[:, None, :, 2] > 0, b[None, :, :, 2] > 0
     both = in_a & in_b
-    if not both.any():
-        return 0.0
-    width = tolerance * max(_size(a), _size(b), 1.0)
-    d2 = ((a[both, :2] - b[both, :2]) ** 2).sum(axis=1)
-    overlap = both.sum() / (in_a | in_b).sum()
-    return float(np.exp(-d2 / (2 * width * width)).mean() * overlap ** overlap_power)
+    shared = both.sum(axis=2)
+    width = tolerance * np.maximum(np.maximum(_sizes(a)[:, None], _sizes(b)[None, :]), 1.0)
+    d2 = ((a[:, None, :, :2] - b[None, :, :, :2]) ** 2).sum(axis=3)
+    closeness = np.where(both, np.exp(-d2 / (2 * width[..., None] ** 2)), 0.0).sum(axis=2) / np.maximum(shared, 1)
+    overlap = shared / np.maximum((in_a | in_b).sum(axis=2), 1)
+    return np.where(shared > 0, closeness * overlap ** overlap_power, 0.0)
 
 
-def _size(keypoints: np.ndarray) -> float:
-    points = keypoints[keypoints[:, 2] > 0, :2]
-    if len(points) < 2:
-        return 0.0
-    return float(np.linalg.norm(points.max(axis=0) - points.min(axis=0)))
+def _sizes(people: np.ndarray) -> np.ndarray:
+    """(N,) the diagonal of each person's keypoint box (0 with fewer than two keypoints)."""
+    present = people[..., 2] > 0
+    big, small = np.float32(1e9), np.float32(-1e9)
+    low = np.where(present[..., None], people[..., :2], big).min(axis=1)
+    high = np.where(present[..., None], people[..., :2], small).max(axis=1)
+    return np.where(present.sum(axis=1) >= 2, np.linalg.norm(high - low, axis=1), 0.0)
 
 
 class PoseTracker:
@@ -69,9 +72,8 @@ class PoseTracker:
     def update(self, people: People, frame: int) -> np.ndarray:
         """Ids (P,) of `people`, the detections of frame number `frame` (frames may be skipped)."""
         self.tracks = [t for t in self.tracks if frame - t.last_frame <= self.max_missed]
-        predictions = [t.predicted(frame) for t in self.tracks]
-        similarity = np.array([[pose_similarity(pred, person, self.tolerance, self.overlap_power) for person in people.keypoints]
-                               for pred in predictions]).reshape(len(self.tracks), len(people))
+        predictions = np.array([t.predicted(frame) for t in self.tracks]).reshape(-1, *people.keypoints.shape[1:])
+        similarity = pose_similarity(predictions, people.keypoints, self.tolerance, self.overlap_power)
         ids = np.full(len(people), -1, np.int64)
         matched_tracks = set()
         # Greedy by similarity: with few people per frame this equals the optimal assignment almost always.
