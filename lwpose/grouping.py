@@ -67,10 +67,9 @@ class People:
 
 REFINE_NONE, REFINE_PARABOLA, REFINE_CUBIC = 0, 1, 2
 
-# OpenCV's bicubic kernel (a = -0.75) at fractions 0.25 and 0.75 of a cell: the weights of the 4 cells around
-# each pixel of a 2x upsampled map.
-_CUBIC_QUARTER = np.array([-0.10546875, 0.87890625, 0.26171875, -0.03515625])
-_CUBIC_THREE_QUARTERS = _CUBIC_QUARTER[::-1].copy()
+# OpenCV's bicubic kernel (a = -0.75) a quarter of a cell past a cell: the weights of the cells before it, it,
+# and the two after (three quarters past uses them in reverse): what a 2x resize weighs each pixel with.
+_CUBIC_A, _CUBIC_B, _CUBIC_C, _CUBIC_D = -0.10546875, 0.87890625, 0.26171875, -0.03515625
 
 
 @numba.njit(cache=True, nogil=True)
@@ -85,6 +84,7 @@ def find_peaks(heatmaps, threshold, nms_radius, refine, strongest_first=True):
     Returns (N, 4) float32 rows (x, y, score, channel), grouped by channel, in that order within a channel."""
     channels, height, width = heatmaps.shape
     lattice = np.empty((4, 4), np.float64)
+    lattice_rows = np.empty((5, 4), np.float64)
     capacity = 256
     out = np.empty((capacity, 4), np.float32)
     count = 0
@@ -95,6 +95,11 @@ def find_peaks(heatmaps, threshold, nms_radius, refine, strongest_first=True):
     for c in range(channels):
         n = 0
         for y in range(height):
+            above = 0  # a branch-free count first (it vectorizes): most rows of most maps hold no peak
+            for x in range(width):
+                above += heatmaps[c, y, x] > threshold
+            if above == 0:
+                continue
             for x in range(width):
                 v = heatmaps[c, y, x]
                 if not (v > threshold):  # also rejects NaN
@@ -120,7 +125,7 @@ def find_peaks(heatmaps, threshold, nms_radius, refine, strongest_first=True):
                     if 0 < y < height - 1:
                         cand_y[n] = y + _parabola_vertex(heatmaps[c, y - 1, x], v, heatmaps[c, y + 1, x])
                 elif refine == REFINE_CUBIC:
-                    _cubic_lattice(heatmaps[c], x, y, lattice)
+                    _cubic_lattice(heatmaps[c], x, y, lattice, lattice_rows)
                     # the best of the four points within half a cell, then a parabola through its neighbours
                     bj, bi = 1, 1
                     for j in range(1, 3):
@@ -164,25 +169,29 @@ def find_peaks(heatmaps, threshold, nms_radius, refine, strongest_first=True):
     return out[:count].copy()
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _cubic_half_cells(v0, v1, v2, v3, v4):
+    """Interpolations at -0.75, -0.25, 0.25 and 0.75 cell from the middle of five consecutive cells."""
+    a, b, c, d = _CUBIC_A, _CUBIC_B, _CUBIC_C, _CUBIC_D
+    return (a * v0 + b * v1 + c * v2 + d * v3, d * v0 + c * v1 + b * v2 + a * v3,
+            a * v1 + b * v2 + c * v3 + d * v4, d * v1 + c * v2 + b * v3 + a * v4)
+
+
 @numba.njit(cache=True, nogil=True)
-def _cubic_lattice(heatmap, x, y, out):
+def _cubic_lattice(heatmap, x, y, out, rows):
     """out[j, i] = the bicubic interpolation of `heatmap` at (x - 0.75 + 0.5 i, y - 0.75 + 0.5 j), borders
-    replicated: the 4x4 pixels a 2x OpenCV INTER_CUBIC resize puts around cell (x, y)."""
+    replicated: the 4x4 pixels a 2x OpenCV INTER_CUBIC resize puts around cell (x, y). Separable: the 5x5
+    cells around (x, y) are interpolated along rows first (into `rows`, 5x4), then along columns."""
     height, width = heatmap.shape
-    for j in range(4):
-        weights_y = _CUBIC_QUARTER if j % 2 == 0 else _CUBIC_THREE_QUARTERS
-        first_y = y - 2 if j < 2 else y - 1
-        for i in range(4):
-            weights_x = _CUBIC_QUARTER if i % 2 == 0 else _CUBIC_THREE_QUARTERS
-            first_x = x - 2 if i < 2 else x - 1
-            total = 0.0
-            for q in range(4):
-                row_y = min(max(first_y + q, 0), height - 1)
-                row = 0.0
-                for r in range(4):
-                    row += weights_x[r] * heatmap[row_y, min(max(first_x + r, 0), width - 1)]
-                total += weights_y[q] * row
-            out[j, i] = total
+    x0, x1, x2 = max(x - 2, 0), max(x - 1, 0), x
+    x3, x4 = min(x + 1, width - 1), min(x + 2, width - 1)
+    for q in range(5):
+        row = heatmap[min(max(y - 2 + q, 0), height - 1)]
+        rows[q, 0], rows[q, 1], rows[q, 2], rows[q, 3] = _cubic_half_cells(row[x0], row[x1], row[x2], row[x3],
+                                                                           row[x4])
+    for i in range(4):
+        out[0, i], out[1, i], out[2, i], out[3, i] = _cubic_half_cells(rows[0, i], rows[1, i], rows[2, i],
+                                                                       rows[3, i], rows[4, i])
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -231,41 +240,48 @@ def _sure_misses(paf_x, paf_y, min_paf_score, bilinear):
     longer than that: an interpolated vector is never longer than the longest it is made of. Lets the limb
     scorer reject most wrong pairs of a crowd with one lookup, reaching exactly the verdict it would compute."""
     height, width = paf_x.shape
+    if min_paf_score < 0:  # then even a zero field counts
+        return np.zeros((height, width), np.bool_)
+    limit = np.float32((min_paf_score * (1.0 - 1e-6)) ** 2)  # a hair inside: float rounding never flips a verdict
     weak = np.empty((height, width), np.bool_)
-    limit = (min_paf_score * (1.0 - 1e-6)) ** 2  # a hair inside, so float rounding can never flip a verdict
     for y in range(height):
         for x in range(width):
-            weak[y, x] = min_paf_score >= 0 and paf_x[y, x] ** 2 + paf_y[y, x] ** 2 <= limit
+            weak[y, x] = paf_x[y, x] * paf_x[y, x] + paf_y[y, x] * paf_y[y, x] <= limit
     if not bilinear:
         return weak
     block = np.empty((height, width), np.bool_)
     for y in range(height):
         y1 = min(y + 1, height - 1)
-        for x in range(width):
-            x1 = min(x + 1, width - 1)
-            block[y, x] = weak[y, x] and weak[y, x1] and weak[y1, x] and weak[y1, x1]
+        for x in range(width - 1):
+            block[y, x] = weak[y, x] & weak[y, x + 1] & weak[y1, x] & weak[y1, x + 1]
+        block[y, width - 1] = weak[y, width - 1] & weak[y1, width - 1]
     return block
 
 
 @numba.njit(cache=True, nogil=True)
 def _sample_order(n_samples):
-    """Positions (0..1 along a limb) of its samples, in the order they are visited: from the middle in steps
-    of about 0.38 of the count (a step coprime with it, so each is visited once). A wrong pair misses in the
-    middle, where no field of its own lies, so early exit decides it after two samples; the ends sit on
-    keypoints and agree with most directions."""
-    step = max(1, int(0.382 * n_samples))
-    while True:
-        a, b = step, n_samples
-        while b:
-            a, b = b, a % b
-        if a == 1:
-            break
-        step -= 1
-    fractions = np.empty(n_samples, np.float64)
-    for si in range(n_samples):
-        s = (n_samples // 2 + si * step) % n_samples
-        fractions[si] = s / (n_samples - 1) if n_samples > 1 else 0.5
-    return fractions
+    """Positions (0..1 along a limb) of its samples, in the order they are visited: at a third and two thirds
+    first, then from the middle outwards. A wrong pair of a crowd misses inside the limb, where no field of its
+    own lies, so early exit decides it after two samples; near the ends, the keypoints' own limbs point
+    everywhere and agree with many wrong directions."""
+    order = np.empty(n_samples, np.int64)
+    used = np.zeros(n_samples, np.bool_)
+    count = 0
+    for first in (round((n_samples - 1) / 3), round(2 * (n_samples - 1) / 3)):
+        s = int(first)
+        if not used[s]:
+            order[count] = s
+            used[s] = True
+            count += 1
+    distance = np.abs(np.arange(n_samples) - (n_samples - 1) / 2)
+    for s in np.argsort(distance, kind="mergesort"):
+        if not used[s]:
+            order[count] = s
+            used[s] = True
+            count += 1
+    if n_samples == 1:
+        return np.full(1, 0.5)
+    return order / (n_samples - 1)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -277,16 +293,38 @@ def _limb_connections(peaks, start_a, end_a, start_b, end_b, paf_x, paf_y, n_sam
     height, width = paf_x.shape
     na = end_a - start_a
     nb = end_b - start_b
-    if na * nb * n_samples > height * width:  # a crowd: the lookup table pays for itself
+    crowd = na * nb * n_samples > height * width  # then the table of sure misses pays for itself
+    if crowd:
         sure_miss = _sure_misses(paf_x, paf_y, min_paf_score, bilinear)
     else:
         sure_miss = np.zeros((height, width), np.bool_)
+    # Where two misses already fail the ratio, a pair whose first two samples are sure misses is rejected by two
+    # lookups, made for all of one keypoint's pairs in a loop without branches (it vectorizes): most pairs of a
+    # crowd end there.
+    precheck = crowd and n_samples >= 2 and n_samples - 2 <= needed
+    t0 = fractions[0]
+    t1 = fractions[min(1, n_samples - 1)]
+    flat_miss = sure_miss.ravel()
+    b_x = peaks[start_b:end_b, 0].copy()
+    b_y = peaks[start_b:end_b, 1].copy()
+    first_cell = np.empty(nb, np.int64)
+    second_cell = np.empty(nb, np.int64)
     cand = np.empty((na * nb, 3), np.float64)
     m = 0
     for i in range(start_a, end_a):
         ax = peaks[i, 0]
         ay = peaks[i, 1]
+        if precheck:
+            for k in range(nb):
+                dx = b_x[k] - ax
+                dy = b_y[k] - ay
+                row, column = _sample_cell(ax + t0 * dx, ay + t0 * dy, height, width, bilinear)
+                first_cell[k] = row * width + column
+                row, column = _sample_cell(ax + t1 * dx, ay + t1 * dy, height, width, bilinear)
+                second_cell[k] = row * width + column
         for j in range(start_b, end_b):
+            if precheck and flat_miss[first_cell[j - start_b]] & flat_miss[second_cell[j - start_b]]:
+                continue
             dx = peaks[j, 0] - ax
             dy = peaks[j, 1] - ay
             length_sq = dx * dx + dy * dy

@@ -298,7 +298,7 @@ def estimate_stream(source: FrameSource, estimator: PoseEstimator, backend: Back
             if first:
                 # Compile for this frame size (OpenVINO) or warm caches (torch) before the clock starts.
                 start = time.perf_counter()
-                backend(batch)
+                backend.submit(batch).result()  # the thread that will run every frame (CUDA graphs care)
                 times.warm_up = time.perf_counter() - start
                 times.started = time.perf_counter()
                 first = False
