@@ -124,10 +124,10 @@ def run_decode(args) -> dict:
     # The reference demo's decoding: every map upsampled 4x (cubic), the reference's grouping settings.
     reference = PoseEstimator(backend, keypoint_set, height_size=args.height_size, decode_at="map", upsample=4,
                               upsample_pafs=True, grouping=GroupingParams())
-    cold = numba_cold_compile_seconds()
+    cold = None if args.no_cold_compile else numba_cold_compile_seconds()
     warm = ours.warm_up() + reference.warm_up()
-    rows, details = [], {"numba_compile_s": round(cold, 2), "numba_cache_load_s": round(warm, 3),
-                         "load_before": _load()}
+    rows, details = [], {"numba_compile_s": None if cold is None else round(cold, 2),
+                         "numba_cache_load_s": round(warm, 3), "load_before": _load()}
 
     def measure(case, maps):
         ours_ms = statistics.mean(_median_ms(lambda: ours.decode_maps(*m), args.repeats) for m in maps)
@@ -157,7 +157,8 @@ def run_decode(args) -> dict:
         crowd_transform = InputTransform(1.0, (0, 0, 0, 0), size, size)
         measure(f"synthetic crowd of {count}", [(crowd_heat, crowd_paf, crowd_transform)])
     details["load_after"] = _load()
-    return {"title": _with_load(f"Decoding per frame (ms, median of {args.repeats}; numba compile {cold:.1f} s "
+    compiled = "not measured" if cold is None else f"{cold:.1f} s"
+    return {"title": _with_load(f"Decoding per frame (ms, median of {args.repeats}; numba compile {compiled} "
                                 "once, excluded); ours = at map resolution, reference = every map upsampled x4 "
                                 "(cubic) + the reference's grouping", details),
             "columns": ["maps", "map size", "people", "ours ms", "reference people", "reference ms"],
@@ -297,6 +298,8 @@ def register(subparsers) -> None:
     decode.add_argument("--crowd-height", type=int, default=160,
                         help="input height for the crowd's model person (160: about 16 cells tall)")
     decode.add_argument("--repeats", type=int, default=20)
+    decode.add_argument("--no-cold-compile", action="store_true",
+                        help="skip timing a compilation from an empty numba cache (a fresh process, 10-30 s)")
     decode.set_defaults(run=run_decode)
 
     network = subparsers.add_parser("network", help="the network alone, per backend and input size")
