@@ -48,7 +48,7 @@ class Backend:
 
     name = "backend"
     keypoint_set = None  # set by make_backend: the keypoint set the model predicts
-    max_in_flight = 1  # batches worth submitting before waiting for the first
+    max_in_flight = 1  # batches that run at the same time
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError

@@ -1,11 +1,11 @@
 """Video in, people out: frame sources (files, cameras, image lists), writers (annotated video, JSON lines), and
 the pipelined loop that keeps reading, the network and decoding busy at the same time.
 
-Pipeline: a reader thread decodes frames and prepares network inputs; the backend runs up to
-`backend.max_in_flight` frames at once (OpenVINO's requests run in its own threads, PyTorch and ONNX Runtime in a
-worker thread; all of them release the GIL); the caller's thread decodes people (numba kernels, GIL released) and
-does whatever it wants with each result (tracking, drawing, writing) while the next frames are in the network.
-Results come out in frame order.
+Pipeline: a reader thread decodes frames and prepares network inputs; the backend runs `backend.max_in_flight`
+frames at once (OpenVINO's requests in its own threads, PyTorch and ONNX Runtime in a worker thread; all release
+the GIL) with one more submitted and waiting, so it never idles; the caller's thread decodes people (numba
+kernels, GIL released) and does whatever it wants with each result (tracking, drawing, writing) while the next
+frames are in the network. Results come out in frame order.
 """
 from __future__ import annotations
 
@@ -302,7 +302,7 @@ def estimate_stream(source: FrameSource, estimator: PoseEstimator, backend: Back
                 times.warm_up = time.perf_counter() - start
                 times.started = time.perf_counter()
                 first = False
-            if len(pending) >= backend.max_in_flight:
+            if len(pending) > backend.max_in_flight:  # all running and one waiting: take the oldest out
                 yield finish_oldest()
             pending.append((frame, transform, backend.submit(batch)))
         while pending:

@@ -214,7 +214,7 @@ def run_network(args) -> dict:
             start = time.perf_counter()
             pending = []
             for _ in range(args.repeats):
-                if len(pending) >= backend.max_in_flight:
+                if len(pending) > backend.max_in_flight:
                     pending.pop(0).result()
                 pending.append(backend.submit(batch))
             for future in pending:
