@@ -1,10 +1,10 @@
 """Stable person ids across video frames.
 
 Each track remembers its person's last keypoints and how fast they moved. On a new frame every track predicts
-where its keypoints are now (constant velocity), and detections are matched to predictions greedily by object
-pose similarity (keypoint distances relative to the person's size), best pairs first. Prediction is what keeps two people
-who cross apart: at the crossing both stand in one place, but each track expects its person to keep going its
-own way. A track that finds no match coasts on its prediction for `max_missed` frames before it is dropped.
+where its keypoints are now (constant velocity), and detections are matched to predictions greedily by pose
+similarity (keypoint distances relative to the person's size), best pairs first. Prediction is what keeps two
+people who cross apart: at the crossing both stand in one place, but each track expects its person to keep going
+its own way. A track that finds no match coasts on its prediction for `max_missed` frames before it is dropped.
 """
 from __future__ import annotations
 

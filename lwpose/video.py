@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Sequence
 
 import cv2
@@ -239,7 +239,6 @@ class StreamTimes:
     decoding: float = 0.0
     started: float | None = None
     warm_up: float = 0.0
-    extra: dict = field(default_factory=dict)
 
 
 _END = object()

@@ -11,7 +11,7 @@ from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, MMPOSE_SAMPLES, require
 from lwpose.backends import TorchBackend
 from lwpose.checkpoint import load_model
 from lwpose.estimator import PoseEstimator
-from lwpose.grouping import (REFINE_CUBIC, REFINE_NONE, REFINE_PARABOLA, GroupingParams, _limb_connections, _sample,
+from lwpose.grouping import (REFINE_NONE, REFINE_PARABOLA, GroupingParams, _cubic_lattice, _limb_connections, _sample,
                              decode_people, find_peaks)
 from lwpose.images import read_image
 from lwpose.keypoints import load_keypoint_set
@@ -82,6 +82,19 @@ def test_bilinear_paf_sampling_interpolates_between_cells_and_clamps_at_borders(
     assert _sample(paf_x, paf_y, 6.75, 4.5, True) == pytest.approx((2 * 6.75 + 3 * 4.5, 6.75 - 4.5), abs=1e-5)
     assert _sample(paf_x, paf_y, -3.0, 10.0, True) == pytest.approx((paf_x[5, 0], paf_y[5, 0]))
     assert _sample(paf_x, paf_y, 1.3, 2.6, False) == (paf_x[3, 1], paf_y[3, 1])
+
+
+def test_the_cubic_lattice_around_a_cell_is_what_a_2x_opencv_resize_gives_there():
+    heatmap = np.random.default_rng(1).random((7, 9)).astype(np.float32)
+    upsampled = cv2.resize(heatmap, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    lattice, rows = np.empty((4, 4)), np.empty((5, 4))
+    for y, x in [(3, 4), (0, 0), (6, 8), (0, 5), (2, 8)]:  # inside, corners and edges (borders replicated)
+        _cubic_lattice(heatmap, x, y, lattice, rows)
+        # upsampled pixel j lies at (j + 0.5) / 2 - 0.5: pixels 2x - 1 .. 2x + 2 are x - 0.75 .. x + 0.75
+        ys, xs = np.arange(2 * y - 1, 2 * y + 3), np.arange(2 * x - 1, 2 * x + 3)
+        inside_y, inside_x = (ys >= 0) & (ys < 14), (xs >= 0) & (xs < 18)
+        expected = upsampled[np.ix_(ys[inside_y], xs[inside_x])]
+        np.testing.assert_allclose(lattice[np.ix_(inside_y, inside_x)], expected, atol=1e-5)
 
 
 def test_refined_peaks_of_one_blob_collapse_into_one_but_two_blobs_stay_two():
