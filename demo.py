@@ -155,11 +155,11 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         finished = time.perf_counter()
         status = 1
-        progress.write("interrupted: keeping what was written so far")
+        progress.write("interrupted: keeping what was written so far", file=sys.stderr)
     except VideoError as e:
         finished = time.perf_counter()
         status = 2
-        progress.write(f"error: {e}")
+        progress.write(f"error: {e}", file=sys.stderr)
     finally:
         progress.close()
         for closable in (video_writer, json_writer, source, backend, display):

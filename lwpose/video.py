@@ -157,8 +157,9 @@ FOURCC_BY_EXTENSION = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "
 
 
 class VideoWriter:
-    """An annotated video, opened on the first frame (its size is known then). `close` finalizes the file, so
-    whatever was written before an error or an interruption stays playable."""
+    """An annotated video, opened on the first frame (its size is known then; a later frame of another size, as
+    images of a list may be, is resized to it). `close` finalizes the file, so whatever was written before an
+    error or an interruption stays playable."""
 
     def __init__(self, path: str, fps: float):
         extension = os.path.splitext(path)[1].lower()
@@ -170,16 +171,20 @@ class VideoWriter:
             raise VideoError(f"output video {path}: folder {directory} does not exist")
         self.path, self.fps, self.fourcc = path, fps, FOURCC_BY_EXTENSION[extension]
         self.writer: cv2.VideoWriter | None = None
+        self.size: tuple[int, int] | None = None
         self.frames = 0
 
     def write(self, image: np.ndarray) -> None:
         if self.writer is None:
             height, width = image.shape[:2]
-            self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, (width, height))
+            self.size = (width, height)
+            self.writer = cv2.VideoWriter(self.path, cv2.VideoWriter_fourcc(*self.fourcc), self.fps, self.size)
             if not self.writer.isOpened():
                 self.writer = None
                 raise VideoError(f"output video {self.path} cannot be written (codec {self.fourcc} unavailable or "
                                  "the folder is not writable)")
+        if (image.shape[1], image.shape[0]) != self.size:  # OpenCV would drop it silently
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(image)
         self.frames += 1
 

@@ -106,12 +106,14 @@ def test_images_are_processed_in_order_and_an_unreadable_one_is_named_and_skippe
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     images = [os.path.join(folder, "000000000785.jpg"), str(broken), os.path.join(folder, "000000196141.jpg")]
-    poses = tmp_path / "poses.jsonl"
-    result = run_demo(hpe_checkpoint, demo_env, "--images", *images, "--save-json", str(poses),
+    poses, out = tmp_path / "poses.jsonl", tmp_path / "out.avi"
+    result = run_demo(hpe_checkpoint, demo_env, "--images", *images, "--save-json", str(poses), "--output", str(out),
                       "--backend", "torch")
     assert result.returncode == 0, result.stderr
     assert str(broken) in result.stderr and "skipped" in result.stderr
     assert summary_frames(result.stdout) == 2
+    count, shape = video_frames(out)
+    assert count == 2 and shape[1] == 640  # the second image (640x429) resized to the first's size (640x425)
     records = read_lines(poses)
     assert [(r["frame"], r["image"]) for r in records] == [(0, images[0]), (2, images[2])]
     assert len(records[1]["people"]) >= 3
