@@ -88,6 +88,7 @@ class VideoSource(FrameSource):
 
     def __iter__(self) -> Iterator[Frame]:
         index = 0
+        started = time.monotonic()
         while True:
             try:
                 ok, image = self.capture.read()
@@ -96,12 +97,16 @@ class VideoSource(FrameSource):
                 self.problems.append(f"{self.description}: frame {index} cannot be decoded ({e})")
             if not ok or image is None:
                 break
-            yield Frame(index, image, index / self.fps)
+            # a file's frames are evenly spaced; a camera's arrive when they arrive
+            yield Frame(index, image, time.monotonic() - started if self.camera else index / self.fps)
             index += 1
         if index == 0:
             self.broken = True
             self.problems.append(f"{self.description} gave no frame"
                                  + (" (camera absent or not delivering)" if self.camera else " (empty or damaged)"))
+        elif self.camera:  # a camera has no last frame: it stopped (unplugged, taken by another program)
+            self.broken = True
+            self.problems.append(f"{self.description} stopped delivering frames after frame {index - 1}")
         elif self.frame_count is not None and index < self.frame_count:
             self.broken = True
             self.problems.append(f"{self.description} broke off after frame {index - 1}: {index} of the "
