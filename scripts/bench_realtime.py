@@ -199,7 +199,7 @@ def run_network(args) -> dict:
         try:
             backend = make_backend(name, args.checkpoint_path, **options)
         except BackendUnavailable as e:
-            rows.append([label] + ["not installed"] * len(sizes) + [str(e)[:60]])
+            rows.append([label] + ["unavailable"] * len(sizes) + [str(e)[:80]])
             continue
         cells = []
         for size in sizes:
