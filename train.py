@@ -3,6 +3,7 @@
     python train.py --prepared-train-labels prepared_train_labels.json --train-images-folder train2017 \
         --from-mobilenet mobilenet_sgd_68.848.pth.tar --experiment-name coco --device cuda --amp bf16
     torchrun --nproc_per_node=8 train.py ...          # one process per GPU (DistributedDataParallel)
+    python train.py --mix recipe.json ...             # several datasets at once (datasets/mix_recipe.py)
     python train.py ... --resume                      # continue the experiment from its latest checkpoint
 
 Outputs go to runs/EXPERIMENT/: checkpoints/ (checkpoint_iter_N.pth, best.pth by val AP), log.csv, val_log.csv,
@@ -18,7 +19,9 @@ import torch
 from datasets.augmentation import AugmentationConfig
 from datasets.loader import InfiniteBatchSampler, make_train_loader
 from datasets.pose_dataset import CACHE_MODES, PoseTrainingDataset, TargetConfig
-from datasets.prepared_labels import PreparedLabelsError, load_prepared_labels
+from datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
+from datasets.mix_sampler import mixed_sampler_for
+from datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
 from lwpose.checkpoint import CheckpointError
 from lwpose.coco_eval import GroundTruthError
 from lwpose.images import ImageReadError
@@ -35,7 +38,11 @@ DEFAULT_AUGMENTATION = AugmentationConfig()
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     data = parser.add_argument_group("data")
-    data.add_argument("--prepared-train-labels", required=True, help="prepared labels (JSON)")
+    data.add_argument("--prepared-train-labels", default=None,
+                      help="prepared labels (JSON); with --mix, the recipe's labels prepared beforehand "
+                           "(scripts/prepare_train_labels.py --mix), else they are prepared at start-up")
+    data.add_argument("--mix", default=None, metavar="RECIPE",
+                      help="mix recipe (JSON): several datasets, their keypoint sets, per-batch source ratios")
     data.add_argument("--train-images-folder", default=None,
                       help="images folder (default: the one recorded in the prepared labels)")
     data.add_argument("--num-workers", type=int, default=8, help="data loader processes (0: in this process)")
@@ -84,6 +91,9 @@ def parse_args(argv=None):
                        help=f"epochs where lr is multiplied by --lr-drop-factor (default "
                             f"{' '.join(map(str, DEFAULT_OPTIMIZER.lr_drop_epochs))})")
     optim.add_argument("--lr-drop-factor", type=float, default=None)
+    optim.add_argument("--new-channel-lr-mult", type=float, default=None,
+                       help="channels a grown network gained (its keypoint set extends the checkpoint's) step this "
+                            "many times further than the others (default 1)")
     optim.add_argument("--batch-size", type=int, default=80, help="samples per process per batch (default 80)")
     optim.add_argument("--batches-per-iter", type=int, default=1, help="batches accumulated per optimiser step")
     optim.add_argument("--epochs", type=int, default=280)
@@ -119,7 +129,8 @@ def optimizer_settings(args) -> OptimizerSettings:
     else:
         settings = OptimizerSettings()
     for name, value in (("base_lr", args.base_lr), ("weight_decay", args.weight_decay),
-                        ("bias_lr_multiplier", args.bias_lr_mult), ("lr_drop_factor", args.lr_drop_factor)):
+                        ("bias_lr_multiplier", args.bias_lr_mult), ("lr_drop_factor", args.lr_drop_factor),
+                        ("new_channel_lr_multiplier", args.new_channel_lr_mult)):
         if value is not None:
             setattr(settings, name, value)
     if args.lr_drop_epochs is not None:
@@ -144,6 +155,24 @@ def augmentation_config(args) -> AugmentationConfig:
                               flip_prob=args.flip_prob, **colour)
 
 
+def training_labels(args, recipe, say) -> PreparedLabels:
+    """The prepared labels to train on: the file given, or the recipe's sources prepared now."""
+    if recipe is None:
+        if not args.prepared_train_labels:
+            raise ValueError("give --prepared-train-labels (scripts/prepare_train_labels.py) or --mix RECIPE")
+        return load_prepared_labels(args.prepared_train_labels)
+    if args.prepared_train_labels:
+        labels = load_prepared_labels(args.prepared_train_labels)
+        expected = [s.name for s in recipe.sources]
+        if [s.name for s in labels.sources] != expected or labels.keypoint_set.keypoints != recipe.target.keypoints:
+            raise ValueError(f"prepared labels {args.prepared_train_labels} hold sources "
+                             f"{[s.name for s in labels.sources]} in keypoint set '{labels.keypoint_set.name}', the "
+                             f"recipe {args.mix} names {expected} in '{recipe.target.name}'; prepare them again "
+                             "(scripts/prepare_train_labels.py --mix)")
+        return labels
+    return prepare_mixed_labels(recipe, report=say)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     set_deterministic(args.deterministic)
@@ -151,7 +180,8 @@ def main(argv=None) -> int:
     say = print if processes.is_main else (lambda *a, **k: None)
     experiment_dir = os.path.join(args.experiments_folder, args.experiment_name)
     try:
-        labels = load_prepared_labels(args.prepared_train_labels)
+        recipe = load_mix_recipe(args.mix) if args.mix else None
+        labels = training_labels(args, recipe, say)
         checkpoint_path, weights_only = args.checkpoint_path, args.weights_only
         if args.resume:
             checkpoint_path, weights_only = latest_checkpoint(experiment_dir), False
@@ -172,9 +202,14 @@ def main(argv=None) -> int:
             image_cache=args.image_cache, cache_budget_mb=args.image_cache_mb,
             progress=processes.is_main and not args.no_progress)
         iteration = start.training_state["iteration"] if start.training_state else 0
-        sampler = InfiniteBatchSampler(len(dataset), args.batch_size, args.seed,
-                                       start_batch=iteration * args.batches_per_iter, rank=processes.rank,
-                                       world_size=processes.world_size)
+        if recipe is None:
+            sampler = InfiniteBatchSampler(len(dataset), args.batch_size, args.seed,
+                                           start_batch=iteration * args.batches_per_iter, rank=processes.rank,
+                                           world_size=processes.world_size)
+        else:
+            sampler = mixed_sampler_for(labels, recipe.source_ratios, [s.sample_ratio_factor for s in recipe.sources],
+                                        args.batch_size, args.seed, iteration * args.batches_per_iter,
+                                        processes.rank, processes.world_size)
     except (PreparedLabelsError, CheckpointError, GroundTruthError, KeypointSetError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -182,13 +217,15 @@ def main(argv=None) -> int:
     run_settings = RunSettings(
         experiment_dir, total, sampler.batches_per_epoch, args.batch_size, args.batches_per_iter, args.amp,
         args.log_after, args.checkpoint_after, args.val_after, args.keep_checkpoints, not args.no_progress,
-        data={"labels": os.path.abspath(args.prepared_train_labels), "samples": len(dataset), "seed": args.seed,
+        data={"labels": os.path.abspath(args.prepared_train_labels or args.mix), "samples": len(dataset),
+              "seed": args.seed,
               "batch_size": args.batch_size, "batches_per_iter": args.batches_per_iter,
-              "world_size": processes.world_size, "augmentation": repr(dataset.augmentation)})
+              "world_size": processes.world_size, "augmentation": repr(dataset.augmentation),
+              **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})})
     loader = make_train_loader(dataset, sampler, args.num_workers, pin_memory=processes.device.type == "cuda")
     try:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
-                          settings, validator, start.training_state)
+                          settings, validator, start.training_state, start.new_channels)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -198,6 +235,9 @@ def main(argv=None) -> int:
         f"{processes.world_size} process(es); images "
         + (f"decoded once into memory ({dataset.images.cache_megabytes:.0f} MB)" if dataset.images.cached
            else "decoded per sample"))
+    if recipe is not None:
+        say(f"mix '{recipe.name}' ({recipe.mode}): every batch of {args.batch_size} holds "
+            + ", ".join(f"{count} {source.name}" for count, source in zip(sampler.counts, labels.sources)))
     say(f"training to iteration {total} on {processes.device} (amp: {args.amp or 'off'}), outputs in {experiment_dir}")
     try:
         result = trainer.run()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,17 +82,21 @@ def _name_mismatch(keypoint_set: KeypointSet, names: list) -> str:
     return ""
 
 
-def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSet | None = None
-                        ) -> CocoKeypointFile:
-    """Read and check a COCO keypoint file. `target` is the set the labels will be converted to (used to detect
-    the file's own set when `source` is not given)."""
+def read_annotation_json(path: str):
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise AnnotationError(f"{path}: file does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise AnnotationError(f"{path}: not JSON ({e})") from None
+
+
+def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSet | None = None
+                        ) -> CocoKeypointFile:
+    """Read and check a COCO keypoint file. `target` is the set the labels will be converted to (used to detect
+    the file's own set when `source` is not given)."""
+    data = read_annotation_json(path)
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories', got a "
                               f"JSON {type(data).__name__}")
@@ -189,3 +194,28 @@ def _read_bbox(ann: dict, keypoints: np.ndarray, where: str) -> tuple[float, flo
         raise AnnotationError(f"{where}: 'bbox' must be [x, y, width, height] with finite, non-negative size, "
                               f"got {bbox!r}")
     return tuple(float(v) for v in bbox)  # type: ignore[return-value]
+
+
+def find_missing_images(coco: CocoKeypointFile, images_folder: str) -> list[str]:
+    """File names of the images that are not in `images_folder`."""
+    return [im.file_name for im in coco.images if not os.path.isfile(image_path(images_folder, im.file_name))]
+
+
+def as_coco_ground_truth(coco: CocoKeypointFile, category_name: str = "person") -> dict:
+    """The records as a COCO keypoint file (pixel edges at integers again, integer image ids), e.g. to score MPII's
+    list format with pycocotools."""
+    images, annotations = [], []
+    for image_id, image in enumerate(coco.images, start=1):
+        images.append({"id": image_id, "file_name": image.file_name, "width": image.width, "height": image.height})
+        for person in image.people:
+            keypoints = person.keypoints.copy()
+            labelled = keypoints[:, 2] > 0
+            keypoints[labelled, :2] += COCO_COORDINATE_OFFSET
+            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": 1,
+                                "keypoints": [round(float(v), 2) for v in keypoints.ravel()],
+                                "num_keypoints": int(labelled.sum()), "bbox": [float(v) for v in person.bbox],
+                                "area": float(person.area), "iscrowd": int(person.iscrowd),
+                                "source_id": person.annotation_id})
+    return {"images": images, "annotations": annotations,
+            "categories": [{"id": 1, "name": category_name, "keypoints": list(coco.keypoint_set.keypoints),
+                            "skeleton": []}]}

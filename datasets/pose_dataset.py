@@ -22,7 +22,8 @@ from datasets.augmentation import (AugmentationConfig, AugmentParams, apply_colo
                                    crop_scale, flip_keypoints, flip_matrix, reduced_to_full,
                                    sample_augment_params, transform_keypoints)
 from datasets.prepared_labels import PreparedLabels
-from datasets.targets import DEFAULT_PAF_THICKNESS, DEFAULT_SIGMA, channel_loss_masks, make_targets
+from datasets.targets import (DEFAULT_PAF_THICKNESS, DEFAULT_SIGMA, background_loss_map, channel_loss_masks,
+                              make_targets)
 from lwpose.coco_eval import image_path
 from lwpose.images import ImageReadError
 from modules.pose_network import STRIDE
@@ -92,7 +93,8 @@ def ignore_fraction_map(ignore: list[dict], height: int, width: int) -> np.ndarr
 class PoseTrainingDataset(Dataset):
     """Samples of prepared labels as dicts of numpy arrays:
     image (S, S, 3) uint8 BGR, heatmaps (K + 1, S/8, S/8), pafs (2L, S/8, S/8), mask (S/8, S/8) (0 in ignore
-    regions), heatmap_channel_mask (K + 1,), paf_channel_mask (2L,), source (index into the labels' sources).
+    regions), heatmap_channel_mask (K + 1,), paf_channel_mask (2L,), background_mask (S/8, S/8) (where the
+    background keeps its weight for a source with unlabelled keypoints), source (index into the labels' sources).
     A dataset of another kind (e.g. several sources combined) fits the loader by offering the same
     `sample_layout()` and `sample_for_key(key, out)`."""
 
@@ -125,6 +127,7 @@ class PoseTrainingDataset(Dataset):
             for i, im in enumerate(labels.images):
                 self._ignore_maps[i] = ignore_fraction_map(im.ignore, im.height, im.width)
         self._channel_masks = [channel_loss_masks(self.keypoint_set, s.labelled) for s in labels.sources]
+        self._partially_labelled = [not s.labelled.all() for s in labels.sources]
 
     def __len__(self) -> int:
         return len(self.labels.samples)
@@ -144,7 +147,8 @@ class PoseTrainingDataset(Dataset):
         return {"image": ((size, size, 3), np.uint8), "heatmaps": ((k.num_heatmaps, n, n), np.float32),
                 "pafs": ((k.num_pafs, n, n), np.float32), "mask": ((n, n), np.float32),
                 "heatmap_channel_mask": ((k.num_heatmaps,), np.float32),
-                "paf_channel_mask": ((k.num_pafs,), np.float32), "source": ((), np.int64)}
+                "paf_channel_mask": ((k.num_pafs,), np.float32), "background_mask": ((n, n), np.float32),
+                "source": ((), np.int64)}
 
     def _ignore_map(self, image_index: int) -> np.ndarray | None:
         if image_index not in self._ignore_maps:
@@ -183,6 +187,12 @@ class PoseTrainingDataset(Dataset):
                      self.targets.sigma, self.targets.paf_thickness, out=(out["heatmaps"], out["pafs"]))
         out["mask"][...] = self._loss_weight_map(image_index, matrix, params.flip)
         out["heatmap_channel_mask"][...], out["paf_channel_mask"][...] = self._channel_masks[info.source]
+        if self._partially_labelled[info.source]:
+            crop = compose(flip_matrix(size), matrix) if params.flip else matrix
+            out["background_mask"][...] = background_loss_map(info.bboxes, crop, self.map_size, self.targets.stride,
+                                                              self.targets.sigma)
+        else:
+            out["background_mask"][...] = 1.0
         out["source"][...] = info.source
         return out
 

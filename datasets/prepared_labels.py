@@ -26,6 +26,7 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -225,10 +226,12 @@ def _ignore_rle(person: CocoPerson, height: int, width: int, where: str) -> dict
 
 def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet, settings: SelectionSettings = SelectionSettings(),
                           images_folder: str | None = None, missing_images: set | frozenset = frozenset(),
-                          source_name: str | None = None) -> PreparedLabels:
-    """Select training samples (the reference's rules, configurable), convert people to the target set, and turn
-    crowds and people without keypoints into ignore regions. Images in `missing_images` are left out."""
-    conversion = KeypointConversion.by_name(coco.keypoint_set, target)
+                          source_name: str | None = None,
+                          keypoint_map: Sequence[tuple[Sequence[str], str]] = ()) -> PreparedLabels:
+    """Select training samples (the reference's rules, configurable), convert people to the target set (by name,
+    after the explicit `keypoint_map` pairs), and turn crowds and people without keypoints into ignore regions.
+    Images in `missing_images` are left out."""
+    conversion = KeypointConversion.by_name(coco.keypoint_set, target, keypoint_map)
     if not conversion.labelled.any():
         raise AnnotationError(f"{coco.path}: keypoint set '{coco.keypoint_set.name}' shares no keypoint with "
                               f"'{target.name}'")
@@ -291,3 +294,25 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet, settings:
                     conversion.labelled.copy(), conversion.describe())
     return PreparedLabels(target, [source], images, np.asarray(samples, np.int64).reshape(-1, 2), settings,
                           counts)
+
+
+def combine_prepared_labels(parts: Sequence[PreparedLabels]) -> PreparedLabels:
+    """One set of prepared labels with every source of `parts` (all in the same target set), in order: images and
+    samples renumbered, each source's summary kept under its name."""
+    target = parts[0].keypoint_set
+    sources, images, samples, summary = [], [], [], {"sources": {}}
+    for part in parts:
+        if part.keypoint_set.keypoints != target.keypoints:
+            raise ValueError(f"prepared labels {part.path} are in keypoint set '{part.keypoint_set.name}', not "
+                             f"'{target.name}'")
+        for source in part.sources:
+            if source.name in summary["sources"]:
+                raise ValueError(f"two sources are called '{source.name}'; give each its own name")
+            summary["sources"][source.name] = part.summary
+        source_offset, image_offset = len(sources), len(images)
+        sources.extend(part.sources)
+        for image in part.images:
+            images.append(PreparedImage(**{**image.__dict__, "source": image.source + source_offset}))
+        samples.append(part.samples + np.array([image_offset, 0]))
+    return PreparedLabels(target, sources, images, np.concatenate(samples).reshape(-1, 2), parts[0].settings,
+                          summary)

@@ -97,8 +97,10 @@ def images_to_network_input(images: torch.Tensor, device: torch.device) -> torch
 class Trainer:
     def __init__(self, settings: RunSettings, network: PoseNetwork, architecture: Architecture,
                  keypoint_set: KeypointSet, batches, processes: ProcessGroup, optimizer_settings: OptimizerSettings,
-                 validator: Validator | None = None, training_state: dict | None = None):
+                 validator: Validator | None = None, training_state: dict | None = None,
+                 new_channels: dict | None = None):
         self.settings = settings
+        self.new_channels = dict(new_channels or {})  # parameter name -> (dim, indices) of channels grown new
         self.architecture = architecture
         self.keypoint_set = keypoint_set
         self.batches = batches
@@ -129,6 +131,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
         self.best_ap = state.get("best_ap")
+        self.new_channels = {k: (int(dim), list(indices)) for k, (dim, indices) in
+                             state.get("new_channels", self.new_channels).items()}
         restore_rng_states(state["rng"])
         if self.processes.is_main:
             saved, now = state.get("data", {}), self.settings.data
@@ -144,6 +148,7 @@ class Trainer:
                               "base_lr": self.optimizer_settings.base_lr},
                 "scaler": self.scaler.state_dict(), "rng": capture_rng_states(), "data": dict(self.settings.data),
                 "best_ap": self.best_ap, "optimizer_settings": self.optimizer_settings.to_dict(),
+                "new_channels": {k: [dim, list(indices)] for k, (dim, indices) in self.new_channels.items()},
                 "world_size": self.processes.world_size}
 
     @property
@@ -212,9 +217,11 @@ class Trainer:
             images = images_to_network_input(batch["image"], self.device)
             heatmaps = batch["heatmaps"].to(self.device, non_blocking=True)
             pafs = batch["pafs"].to(self.device, non_blocking=True)
+            background = batch.get("background_mask")
             heatmap_mask, paf_mask = loss_masks(batch["mask"].to(self.device, non_blocking=True),
                                                 batch["heatmap_channel_mask"].to(self.device),
-                                                batch["paf_channel_mask"].to(self.device))
+                                                batch["paf_channel_mask"].to(self.device),
+                                                None if background is None else background.to(self.device))
             last = micro == self.settings.batches_per_iter - 1
             sync = self.model.no_sync() if self.processes.distributed and not last else contextlib.nullcontext()
             with sync:
@@ -224,9 +231,33 @@ class Trainer:
                 self.scaler.scale(loss / self.settings.batches_per_iter).backward()
             parts = torch.stack([p.detach() for p in parts]) / self.settings.batches_per_iter
             total_parts = parts if total_parts is None else total_parts + parts
+        before = self._new_channel_values()
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        self._amplify_new_channel_steps(before)
         return total_parts
+
+    def _new_channel_values(self) -> list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]:
+        """(parameter, dim, indices, values) of the grown channels, when they are to step further than the rest."""
+        if self.optimizer_settings.new_channel_lr_multiplier == 1 or not self.new_channels:
+            return []
+        parameters = dict(self.network.named_parameters())
+        values = []
+        for name, (dim, indices) in self.new_channels.items():
+            parameter = parameters.get(name)
+            if parameter is not None and parameter.requires_grad:
+                index = torch.as_tensor(indices, dtype=torch.long, device=parameter.device)
+                values.append((parameter, dim, index, parameter.detach().index_select(dim, index)))
+        return values
+
+    @torch.no_grad()
+    def _amplify_new_channel_steps(self, before) -> None:
+        # Per-channel learning rates do not exist in torch's optimisers, and Adam's step ignores the gradient's scale,
+        # so the grown channels' step itself is multiplied.
+        multiplier = self.optimizer_settings.new_channel_lr_multiplier
+        for parameter, dim, index, old in before:
+            step = parameter.index_select(dim, index) - old
+            parameter.index_copy_(dim, index, old + multiplier * step)
 
     def _mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
         if self.processes.distributed:

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from lwpose.checkpoint import CheckpointError, load_checkpoint, safe_torch_load
+from lwpose.growing import grow_network
 from lwpose.keypoints import KeypointSet, load_keypoint_set
 from modules.pose_network import Architecture, PoseNetwork, build_network
 
@@ -33,12 +34,14 @@ class OptimizerSettings:
     freeze: tuple = ()
     lr_drop_epochs: tuple = (100, 200, 260)
     lr_drop_factor: float = 0.333
+    # Channels a grown network gained (lwpose/growing.py) step this many times further than the rest of their tensor.
+    new_channel_lr_multiplier: float = 1.0
 
     def to_dict(self) -> dict:
         return {"base_lr": self.base_lr, "weight_decay": self.weight_decay,
                 "lr_multipliers": dict(self.lr_multipliers), "bias_lr_multiplier": self.bias_lr_multiplier,
                 "freeze": list(self.freeze), "lr_drop_epochs": list(self.lr_drop_epochs),
-                "lr_drop_factor": self.lr_drop_factor}
+                "lr_drop_factor": self.lr_drop_factor, "new_channel_lr_multiplier": self.new_channel_lr_multiplier}
 
 
 CONFIG_KEYS = set(OptimizerSettings().to_dict())
@@ -139,20 +142,13 @@ def load_imagenet_mobilenet(network: PoseNetwork, path: str) -> int:
     return len(copied)
 
 
-def load_matching_weights(network: nn.Module, state_dict: dict) -> tuple[int, list[str]]:
-    """Copy every tensor whose key and shape match; returns the count and the keys left as initialised."""
-    own = network.state_dict()
-    matching = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
-    network.load_state_dict(matching, strict=False)
-    return len(matching), sorted(set(own) - set(matching))
-
-
 @dataclass
 class StartingPoint:
     network: PoseNetwork
     architecture: Architecture
     description: str
     training_state: dict | None = None  # a checkpoint's training state, when resuming
+    new_channels: dict = field(default_factory=dict)  # parameter name -> (dim, indices) of channels grown new
 
 
 def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refinement_stages: int = 1,
@@ -175,15 +171,14 @@ def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refin
             network.load_state_dict(checkpoint["state_dict"])
             return StartingPoint(network, architecture, f"resumed from {checkpoint_path} at iteration "
                                  f"{checkpoint['training']['iteration']}", checkpoint["training"])
-        architecture = Architecture(keypoint_set.num_heatmaps, keypoint_set.num_pafs, architecture.variant,
-                                    architecture.num_refinement_stages, architecture.num_channels,
-                                    architecture.backbone_width)
-        network = build_network(architecture)
-        count, left = load_matching_weights(network, checkpoint["state_dict"])
-        note = f"weights of {checkpoint_path} ({count} tensors"
-        note += f"; {len(left)} left as initialised: {', '.join(left[:4])}{' ...' if len(left) > 4 else ''})" \
-            if left else ")"
-        return StartingPoint(network, architecture, note)
+        try:
+            grown = grow_network(checkpoint["state_dict"], architecture, own_set, keypoint_set)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {checkpoint_path}: {e}") from None
+        note = f"weights of {checkpoint_path}"
+        if own_set.to_dict() != keypoint_set.to_dict():
+            note += f"; {grown.description}"
+        return StartingPoint(grown.network, grown.architecture, note, new_channels=grown.new_channels)
     architecture = Architecture(keypoint_set.num_heatmaps, keypoint_set.num_pafs, variant, num_refinement_stages)
     network = build_network(architecture)
     if from_mobilenet:

@@ -22,8 +22,14 @@ def pose_loss(outputs: Sequence[torch.Tensor], heatmaps: torch.Tensor, pafs: tor
     return torch.stack(parts).sum(), parts
 
 
-def loss_masks(mask: torch.Tensor, heatmap_channel_mask: torch.Tensor, paf_channel_mask: torch.Tensor
-               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-element weights (N, C, h, w) from the spatial weight map (N, h, w) and per-channel weights (N, C)."""
+def loss_masks(mask: torch.Tensor, heatmap_channel_mask: torch.Tensor, paf_channel_mask: torch.Tensor,
+               background_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-element weights (N, C, h, w) from the spatial weight map (N, h, w) and per-channel weights (N, C).
+    `background_mask` (N, h, w): where the background channel (the last) keeps its weight even though its channel
+    weight is 0 (a source with unlabelled keypoints: away from its people)."""
     spatial = mask[:, None]
-    return spatial * heatmap_channel_mask[:, :, None, None], spatial * paf_channel_mask[:, :, None, None]
+    heatmap_mask = spatial * heatmap_channel_mask[:, :, None, None]
+    if background_mask is not None:
+        background = torch.maximum(heatmap_channel_mask[:, -1, None, None], background_mask)
+        heatmap_mask = torch.cat([heatmap_mask[:, :-1], mask[:, None] * background[:, None]], dim=1)
+    return heatmap_mask, spatial * paf_channel_mask[:, :, None, None]

@@ -6,6 +6,10 @@
 One training sample per person with enough keypoints (default >= 5) and area (default >= 32*32), carrying the other
 people of its image; crowd regions and people without keypoints become ignore regions (zero loss weight).
 The file's keypoints are converted to the target set by name (plus the set's derived keypoints, e.g. lwop18's neck).
+
+    python scripts/prepare_train_labels.py --mix recipe.json --output-name prepared_mix.json
+
+prepares every source of a mix recipe (several datasets, any keypoint sets) into one file with a source each.
 """
 import argparse
 import os
@@ -13,9 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.coco_reader import AnnotationError, read_coco_keypoints  # noqa: E402
+from datasets.coco_reader import AnnotationError, find_missing_images, read_coco_keypoints  # noqa: E402
+from datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
 from datasets.prepared_labels import SelectionSettings, build_prepared_labels  # noqa: E402
-from lwpose.coco_eval import image_path  # noqa: E402
 from lwpose.keypoints import KeypointSetError, load_keypoint_set  # noqa: E402
 
 DEFAULTS = SelectionSettings()
@@ -23,7 +27,10 @@ DEFAULTS = SelectionSettings()
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--labels", required=True, help="COCO-format keypoint annotations (JSON)")
+    parser.add_argument("--labels", default=None, help="COCO-format keypoint annotations (JSON)")
+    parser.add_argument("--mix", default=None, metavar="RECIPE",
+                        help="prepare every source of a mix recipe (datasets/mix_recipe.py) into one file instead; "
+                             "the recipe gives the sets, paths and selection")
     parser.add_argument("--keypoints", default="lwop18",
                         help="target keypoint set, the model's (shipped name or JSON file; default lwop18)")
     parser.add_argument("--source-keypoints", default=None,
@@ -40,10 +47,6 @@ def parse_args(argv=None):
                              f"box width (default {DEFAULTS.min_center_distance})")
     parser.add_argument("--source-name", default=None, help="name of this source (default: the labels file's)")
     return parser.parse_args(argv)
-
-
-def find_missing_images(coco, images_folder: str) -> list[str]:
-    return [im.file_name for im in coco.images if not os.path.isfile(image_path(images_folder, im.file_name))]
 
 
 def format_summary(summary: dict, keypoint_set_name: str, source, settings: SelectionSettings) -> str:
@@ -68,8 +71,27 @@ def format_summary(summary: dict, keypoint_set_name: str, source, settings: Sele
     return "\n".join(lines)
 
 
+def prepare_mix(args) -> int:
+    try:
+        recipe = load_mix_recipe(args.mix)
+        labels = prepare_mixed_labels(recipe, progress=True)
+    except (RecipeError, KeypointSetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    labels.save(args.output_name)
+    print(f"wrote {args.output_name}: {len(labels)} samples of {len(labels.sources)} sources in keypoint set "
+          f"'{labels.keypoint_set.name}' (train with: train.py --mix {args.mix} --prepared-train-labels "
+          f"{args.output_name})")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.mix:
+        return prepare_mix(args)
+    if not args.labels:
+        print("error: give --labels (a COCO-format file) or --mix (a recipe)", file=sys.stderr)
+        return 2
     settings = SelectionSettings(args.min_keypoints, args.min_area, args.min_center_distance)
     try:
         target = load_keypoint_set(args.keypoints)
