@@ -68,6 +68,7 @@ class SceneConfig:
     back_view_probability: float = 0.1  # turned away instead
     roll_degrees: float = 10.0  # in-plane tilt
     side_shade: float = 0.3  # left side lighter, right side darker by this share
+    joint_marker_shade: float = 0.35  # joints drawn as discs of a contrasting shade (0: none)
 
     def check(self) -> None:
         def pair(name, low_bound, integer=False):
@@ -84,7 +85,7 @@ class SceneConfig:
         pair("small_height_px", 1.0)
         pair("aspect_range", 0.1)
         for name in ("partial_probability", "near_probability", "crowd_probability", "back_view_probability",
-                     "side_shade"):
+                     "side_shade", "joint_marker_shade"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SyntheticDataError(f"{name} = {getattr(self, name)}: need a value in [0, 1]")
 
@@ -182,7 +183,8 @@ def _random_figure(rng: np.random.Generator, config: SceneConfig, stature_px: fl
     if rng.uniform() < config.back_view_probability:
         yaw += math.pi
     return Figure(random_build(rng), random_pose(rng), random_palette(rng), stature_px, (0.0, 0.0), yaw,
-                  math.radians(rng.uniform(-config.roll_degrees, config.roll_degrees)), config.side_shade)
+                  math.radians(rng.uniform(-config.roll_degrees, config.roll_degrees)), config.side_shade,
+                  config.joint_marker_shade)
 
 
 def _place(rng: np.random.Generator, figure: Figure, width: int, height: int, partial: bool,
@@ -554,6 +556,8 @@ def parse_args(argv=None):
     parser.add_argument("--partial-probability", type=float, default=SceneConfig.partial_probability,
                         help="chance that a person is cut by the image border")
     parser.add_argument("--back-view-probability", type=float, default=SceneConfig.back_view_probability)
+    parser.add_argument("--joint-marker-shade", type=float, default=SceneConfig.joint_marker_shade,
+                        help="contrast of the discs drawn at joints (0: plain limbs)")
     parser.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
     parser.add_argument("--overwrite", action="store_true", help="replace splits already in --output-dir")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -574,7 +578,8 @@ def generate(args) -> dict:
     config = SceneConfig(long_side=args.image_size, people=tuple(args.people),
                          person_height=tuple(args.person_height), small_people=tuple(args.small_people),
                          crowd_probability=args.crowd_probability, partial_probability=args.partial_probability,
-                         back_view_probability=args.back_view_probability)
+                         back_view_probability=args.back_view_probability,
+                         joint_marker_shade=args.joint_marker_shade)
     config.check()
     if args.workers < 1:
         raise SyntheticDataError(f"--workers = {args.workers}: need at least 1")

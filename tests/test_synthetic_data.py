@@ -156,6 +156,21 @@ def test_left_limbs_are_drawn_lighter_than_right_limbs():
         assert drawn[left[1], left[0]] > drawn[right[1], right[0]] + 60, segment
 
 
+@pytest.mark.parametrize("marker_shade", [0.0, 0.35])
+def test_joint_centres_are_marked_by_contrasting_discs_when_asked(marker_shade):
+    grey = (128, 128, 128)
+    figure = Figure(Build(), Pose(shoulder_abduction=(0.6, 0.6), elbow=(0.8, 0.8)),
+                    Palette(grey, grey, grey, grey, grey, True), stature_px=200, origin=(100.0, 110.0),
+                    joint_marker_shade=marker_shade)
+    drawn = sd.draw_scene(np.zeros((240, 200, 3), np.uint8), [figure], [sd.PERSON]).image.astype(int).sum(axis=2)
+    points = project(figure).points
+    for side in ("left", "right"):
+        elbow = np.round(points[f"{side}_elbow"]).astype(int)
+        upper_arm = np.round(np.add(points[f"{side}_shoulder"], points[f"{side}_elbow"]) / 2).astype(int)
+        difference = abs(drawn[elbow[1], elbow[0]] - drawn[upper_arm[1], upper_arm[0]])
+        assert (difference > 60) == (marker_shade > 0), (side, difference)
+
+
 def test_crowd_region_decodes_to_its_region_and_covers_its_unlabelled_people():
     keypoint_set = load_keypoint_set("coco")
     for scene in scenes(3, seed=1, crowd_probability=1.0):
