@@ -10,7 +10,7 @@ from lwpose.checkpoint import CheckpointError, load_model
 from datasets.mix_recipe import RecipeError, evaluation_ground_truth, load_mix_recipe, output_keypoint_indices
 from lwpose.coco_eval import METRIC_NAMES, GroundTruthError, keypoint_ground_truth, load_keypoint_ground_truth
 from lwpose.estimator import PoseEstimator
-from lwpose.backends import TorchBackend
+from lwpose.backends import BackendUnavailable, TorchBackend, make_backend
 from lwpose.keypoints import KeypointSetError
 from lwpose.validation import dataset_row, format_dataset_table, validate_coco, weighted_mean, write_json
 
@@ -40,6 +40,9 @@ def parse_args(argv=None):
     parser.add_argument("--output-name", default="detections.json", help="where to write the COCO detections")
     parser.add_argument("--metrics-out", default=None, help="write the metrics as JSON here")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--openvino-ir", default=None,
+                        help="run this OpenVINO IR of the checkpoint's network instead of PyTorch (e.g. the INT8 "
+                             "human-pose-estimation-0001 the demo runs fastest), to score what it predicts")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
@@ -55,7 +58,8 @@ def main(argv=None) -> int:
     try:
         network, keypoint_set, _ = load_model(args.checkpoint_path, args.device)
         gt = load_keypoint_ground_truth(args.labels, args.gt_keypoints, fallback_set=keypoint_set)
-    except (CheckpointError, GroundTruthError, KeypointSetError) as e:
+        backend = network_backend(args, network)
+    except (BackendUnavailable, CheckpointError, GroundTruthError, KeypointSetError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     missing = [n for n in gt.keypoint_set.keypoints if n not in keypoint_set.index]
@@ -65,7 +69,7 @@ def main(argv=None) -> int:
         return 2
     if missing:
         print(f"note: the model does not predict {missing}; they count as missed")
-    estimator = PoseEstimator(TorchBackend(network, args.device), keypoint_set, height_size=args.height_size,
+    estimator = PoseEstimator(backend, keypoint_set, height_size=args.height_size,
                               scales=MULTISCALE if args.multiscale else (1.0,), flip=args.flip,
                               decode_at=args.decode_at, upsample=args.upsample)
     report = validate_coco(estimator, gt, args.images_folder, progress=not args.no_progress,
@@ -85,6 +89,12 @@ def main(argv=None) -> int:
     return 0
 
 
+def network_backend(args, network):
+    if args.openvino_ir:
+        return make_backend("openvino", args.checkpoint_path, openvino_ir=args.openvino_ir)
+    return TorchBackend(network, args.device)
+
+
 def validate_mix(args) -> int:
     """Each source of the recipe scored on its own keypoints (its sigmas, its head size), one row each."""
     try:
@@ -95,10 +105,11 @@ def validate_mix(args) -> int:
             data, images_folder = evaluation_ground_truth(source, recipe)
             gt = keypoint_ground_truth(data, source.val_labels or source.labels, source.keypoint_set)
             datasets.append((source, gt, images_folder, output_keypoint_indices(source, keypoint_set, recipe)))
-    except (CheckpointError, GroundTruthError, KeypointSetError, RecipeError) as e:
+        backend = network_backend(args, network)
+    except (BackendUnavailable, CheckpointError, GroundTruthError, KeypointSetError, RecipeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    estimator = PoseEstimator(TorchBackend(network, args.device), keypoint_set, height_size=args.height_size,
+    estimator = PoseEstimator(backend, keypoint_set, height_size=args.height_size,
                               scales=MULTISCALE if args.multiscale else (1.0,), flip=args.flip,
                               decode_at=args.decode_at, upsample=args.upsample)
     rows, detections = [], {}

@@ -1,7 +1,8 @@
 """Inference backends: a callable from a normalised NCHW float32 batch to (heatmaps, PAFs) numpy arrays.
 
 Three engines run the same network: PyTorch (CPU or GPU, optional fp16, channels_last, torch.compile), ONNX
-Runtime and OpenVINO (both optional packages, fed a cached ONNX export of the checkpoint). Every backend can also
+Runtime and OpenVINO (both optional packages, fed a cached ONNX export of the checkpoint, or for OpenVINO an IR such
+as Open Model Zoo's INT8 `human-pose-estimation-0001`, which runs on the CPU's int8 instructions). Every backend can also
 `submit` a batch and return a future, so a video loop keeps the network busy while it decodes the previous frame;
 OpenVINO runs several requests at once there.
 """
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from lwpose.checkpoint import load_checkpoint, load_model
-from lwpose.keypoints import load_keypoint_set
+from lwpose.keypoints import KeypointSet, load_keypoint_set
 from lwpose.onnx_export import cache_dir, onnx_for_checkpoint, onnx_keypoint_set
 from modules.pose_network import PoseNetwork
 
@@ -157,7 +158,7 @@ class OpenVinoBackend(Backend):
     name = "openvino"
 
     def __init__(self, model_path: str, device: str = "CPU", performance_hint: str = "THROUGHPUT",
-                 threads: int | None = None, cache_dir: str | None = None):
+                 threads: int | None = None, cache_dir: str | None = None, keypoint_set: KeypointSet | None = None):
         ov = require_package("openvino", self.name)
         self._ov = ov
         self.core = ov.Core()
@@ -165,6 +166,11 @@ class OpenVinoBackend(Backend):
             self.model = self.core.read_model(model_path)
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with its own text
             raise BackendUnavailable(f"openvino cannot read {model_path}: {e}") from None
+        self.model_path = model_path
+        self.quantized = any(op.get_type_name() == "FakeQuantize" for op in self.model.get_ops())
+        self._heatmaps_output, self._pafs_output = self._output_indices(keypoint_set)
+        if model_path.lower().endswith(".xml"):
+            self._feed_normalised_input(model_path)
         self.device = device
         self.config = {"PERFORMANCE_HINT": performance_hint}
         if threads:
@@ -178,6 +184,40 @@ class OpenVinoBackend(Backend):
         self._idle: dict[tuple, queue.Queue] = {}
         self._num_requests = 2 if performance_hint == "THROUGHPUT" else 1
         self._lock = threading.Lock()
+
+    def _output_indices(self, keypoint_set: KeypointSet | None) -> tuple[int, int]:
+        """Which output is the heatmaps and which the PAFs: our exports name them; an IR made elsewhere is told
+        apart by channel counts, checked against the keypoint set the caller decodes with."""
+        outputs = self.model.outputs
+        names = [output.get_names() for output in outputs]
+        if len(outputs) == 2 and "heatmaps" in names[0] and "pafs" in names[1]:
+            return 0, 1
+        if keypoint_set is None:
+            raise BackendUnavailable(f"{self.model_path}: outputs {names} are not named heatmaps/pafs; give the "
+                                     "keypoint set (--checkpoint-path of the same model) to tell them apart")
+        channels = [output.get_partial_shape()[1] for output in outputs]
+        heatmaps = [i for i, c in enumerate(channels) if c.is_static and c.get_length() == keypoint_set.num_heatmaps]
+        pafs = [i for i, c in enumerate(channels) if c.is_static and c.get_length() == keypoint_set.num_pafs]
+        if len(outputs) != 2 or len(heatmaps) != 1 or len(pafs) != 1 or heatmaps == pafs:
+            raise BackendUnavailable(
+                f"{self.model_path}: expected two outputs with {keypoint_set.num_heatmaps} (heatmaps) and "
+                f"{keypoint_set.num_pafs} (PAFs) channels for keypoint set '{keypoint_set.name}', the model has "
+                f"{len(outputs)} with {[str(c) for c in channels]} channels")
+        return heatmaps[0], pafs[0]
+
+    def _feed_normalised_input(self, xml_path: str) -> None:
+        """An IR that scales raw pixels itself (Open Model Zoo's does: pixel * s + t before the first
+        convolution) gets `pixel = 256 u + 128` prepended inside the graph, so it takes the same normalised input
+        `u = (pixel - 128) / 256` as every other backend."""
+        from lwpose.openvino_ir import OpenVinoIR
+
+        scale, shift = OpenVinoIR(xml_path).input_affine()
+        if np.allclose(scale, 1.0) and np.allclose(shift, 0.0):
+            return
+        preprocess = self._ov.preprocess.PrePostProcessor(self.model)
+        # PrePostProcessor's scale(v) divides by v and mean(m) subtracts m: u / (1/256) - (-128) = 256 u + 128
+        preprocess.input().preprocess().scale(1.0 / 256.0).mean(-128.0)
+        self.model = preprocess.build()
 
     def _compiled_for(self, shape: tuple):
         with self._lock:
@@ -208,7 +248,11 @@ class OpenVinoBackend(Backend):
         self._compiled_for(batch.shape)
         request = self._sync_requests[batch.shape]
         request.infer({0: batch})
-        return (request.get_output_tensor(0).data.copy(), request.get_output_tensor(1).data.copy())
+        return self._outputs(request)
+
+    def _outputs(self, request) -> tuple[np.ndarray, np.ndarray]:
+        return (request.get_output_tensor(self._heatmaps_output).data.copy(),
+                request.get_output_tensor(self._pafs_output).data.copy())
 
     def submit(self, batch: np.ndarray) -> "Future[tuple[np.ndarray, np.ndarray, float]]":
         batch = np.ascontiguousarray(batch, dtype=np.float32)
@@ -221,8 +265,7 @@ class OpenVinoBackend(Backend):
 
         def done(_userdata):
             try:
-                future.set_result((request.get_output_tensor(0).data.copy(), request.get_output_tensor(1).data.copy(),
-                                   time.perf_counter() - started))
+                future.set_result((*self._outputs(request), time.perf_counter() - started))
             except BaseException as e:  # surface it to the waiting loop instead of losing it in OpenVINO's thread
                 future.set_exception(e)
             finally:
@@ -243,7 +286,8 @@ class OpenVinoBackend(Backend):
                 request.wait()
 
     def describe(self) -> str:
-        return f"openvino {self.device} ({self.performance_hint.lower()})"
+        precision = ", int8" if self.quantized else ""
+        return f"openvino {self.device} ({self.performance_hint.lower()}{precision})"
 
 
 def installed_backends() -> list[str]:
@@ -254,9 +298,13 @@ def installed_backends() -> list[str]:
 
 def make_backend(name: str, checkpoint_path: str | None = None, onnx_path: str | None = None, device: str = "cpu",
                  half: bool = False, channels_last: bool = False, compile: bool = False, threads: int | None = None,
-                 performance_hint: str = "THROUGHPUT") -> Backend:
+                 performance_hint: str = "THROUGHPUT", openvino_ir: str | None = None) -> Backend:
     """A backend by name ('auto' = the fastest installed), from a checkpoint (exported to ONNX on the fly into the
-    cache for ONNX Runtime and OpenVINO) or an ONNX file; its `keypoint_set` says what the model predicts."""
+    cache for ONNX Runtime and OpenVINO) or an ONNX file; its `keypoint_set` says what the model predicts.
+    `openvino_ir`: an OpenVINO IR (.xml) of the checkpoint's network to run instead, e.g. an INT8 one; it carries
+    no keypoint set, so the checkpoint gives it."""
+    if openvino_ir is not None:
+        return _openvino_ir_backend(name, openvino_ir, checkpoint_path, device, threads, performance_hint)
     if name == "auto":
         name = installed_backends()[0]
     if name not in BACKEND_NAMES:
@@ -284,10 +332,32 @@ def make_backend(name: str, checkpoint_path: str | None = None, onnx_path: str |
     if name == "onnxruntime":
         backend = OnnxRuntimeBackend(onnx_path, device, threads)
     else:
-        if device != "cpu":
-            raise BackendUnavailable(f"the openvino backend runs on the CPU here, not on '{device}'; "
-                                     "use --backend torch for a CUDA GPU")
+        _require_cpu_for_openvino(device)
         backend = OpenVinoBackend(onnx_path, "CPU", performance_hint, threads,
                                   cache_dir=os.path.join(cache_dir(), "openvino"))
+    backend.keypoint_set = keypoint_set
+    return backend
+
+
+def _require_cpu_for_openvino(device: str) -> None:
+    if device != "cpu":
+        raise BackendUnavailable(f"the openvino backend runs on the CPU here, not on '{device}'; "
+                                 "use --backend torch for a CUDA GPU")
+
+
+def _openvino_ir_backend(name: str, xml_path: str, checkpoint_path: str | None, device: str, threads: int | None,
+                         performance_hint: str) -> Backend:
+    if name not in ("auto", "openvino"):
+        raise BackendUnavailable(f"an OpenVINO IR ({xml_path}) runs with --backend openvino, not '{name}'")
+    if checkpoint_path is None:
+        raise BackendUnavailable(f"the OpenVINO IR {xml_path} carries no keypoint set: give --checkpoint-path of "
+                                 "the same model (e.g. the checkpoint scripts/import_weights.py made from it)")
+    if not os.path.isfile(xml_path):
+        raise BackendUnavailable(f"OpenVINO IR {xml_path} does not exist")
+    require_package("openvino", "openvino")
+    _require_cpu_for_openvino(device)
+    keypoint_set = load_keypoint_set(load_checkpoint(checkpoint_path)["keypoint_set"])
+    backend = OpenVinoBackend(xml_path, "CPU", performance_hint, threads,
+                              cache_dir=os.path.join(cache_dir(), "openvino"), keypoint_set=keypoint_set)
     backend.keypoint_set = keypoint_set
     return backend

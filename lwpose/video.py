@@ -242,12 +242,15 @@ class FrameResult:
 @dataclass
 class StreamTimes:
     """Per-frame totals of the loop, filled as it goes; `started` is when the first frame entered the timed
-    pipeline (after the network was prepared for the frame size)."""
+    pipeline (after the network was prepared for the frame size), `cpu_started` the process's CPU time then (all
+    threads: on a machine shared with other work, CPU time per frame is what the pipeline costs, where wall-clock
+    fps also depends on what else runs)."""
 
     frames: int = 0
     network: float = 0.0
     decoding: float = 0.0
     started: float | None = None
+    cpu_started: float | None = None
     warm_up: float = 0.0
 
 
@@ -310,6 +313,7 @@ def estimate_stream(source: FrameSource, estimator: PoseEstimator, backend: Back
                 backend.submit(batch).result()  # the thread that will run every frame (CUDA graphs care)
                 times.warm_up = time.perf_counter() - start
                 times.started = time.perf_counter()
+                times.cpu_started = time.process_time()
                 first = False
             if len(pending) > backend.max_in_flight:  # all running and one waiting: take the oldest out
                 yield finish_oldest()

@@ -31,9 +31,13 @@ SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 DEFAULT_VIDEO = os.path.join(SHARED_DATA, "video", "vtest.avi")
 # One person alone, large and fully visible: the model of every person of the synthetic crowds.
 DEFAULT_CROWD_IMAGE = os.path.join(SHARED_DATA, "mmpose_samples", "coco", "000000000785.jpg")
+# Open Model Zoo's INT8 IR of the same network: the fastest engine on a CPU with int8 instructions.
+DEFAULT_INT8_IR = os.path.join(os.path.dirname(ROOT), "shared", "weights", "human-pose-estimation-0001", "FP16-INT8",
+                               "human-pose-estimation-0001.xml")
 REFERENCE_DEMO_FPS = 10.3  # REFERENCE.md section 3: the reference demo on vtest.avi, this machine type
 SUMMARY = re.compile(r"processed (\d+) frames in ([\d.]+) s: ([\d.]+) fps \(network ([\d.]+) ms, "
                      r"decoding ([\d.]+) ms per frame\)")
+CPU_TIME = re.compile(r"CPU time ([\d.]+) ms per frame")
 
 
 def _median_ms(function, repeats: int) -> float:
@@ -174,10 +178,16 @@ def network_variants(args) -> list[tuple[str, dict]]:
                 ("torch fp16 channels_last compiled (CUDA graphs)",
                  dict(name="torch", device=args.device, half=True, channels_last=True, compile=True)),
                 ("onnxruntime CUDA", dict(name="onnxruntime", device=args.device))]
-    return [("torch eager", dict(name="torch")), ("torch channels_last", dict(name="torch", channels_last=True)),
-            ("onnxruntime", dict(name="onnxruntime")),
-            ("openvino latency", dict(name="openvino", performance_hint="LATENCY")),
-            ("openvino throughput (2 in flight)", dict(name="openvino", performance_hint="THROUGHPUT"))]
+    variants = [("torch eager", dict(name="torch")), ("torch channels_last", dict(name="torch", channels_last=True)),
+                ("onnxruntime", dict(name="onnxruntime")),
+                ("openvino latency", dict(name="openvino", performance_hint="LATENCY")),
+                ("openvino throughput (2 in flight)", dict(name="openvino", performance_hint="THROUGHPUT"))]
+    if args.openvino_ir:
+        variants += [("openvino INT8 IR latency",
+                      dict(name="openvino", openvino_ir=args.openvino_ir, performance_hint="LATENCY")),
+                     ("openvino INT8 IR throughput (2 in flight)",
+                      dict(name="openvino", openvino_ir=args.openvino_ir, performance_hint="THROUGHPUT"))]
+    return variants
 
 
 def _sync_cuda(device: str) -> None:
@@ -210,8 +220,9 @@ def run_network(args) -> dict:
                 backend.submit(batch).result()
             _sync_cuda(args.device)
             latency = _median_ms(lambda: backend.submit(batch).result(), args.repeats)
-            # Throughput with frames kept in flight, as the demo runs it.
-            start = time.perf_counter()
+            # Throughput with frames kept in flight, as the demo runs it; CPU time (all threads of this process)
+            # is what a frame costs whatever else the machine runs.
+            start, cpu_start = time.perf_counter(), time.process_time()
             pending = []
             for _ in range(args.repeats):
                 if len(pending) > backend.max_in_flight:
@@ -220,6 +231,7 @@ def run_network(args) -> dict:
             for future in pending:
                 future.result()
             throughput = args.repeats / (time.perf_counter() - start)
+            cpu_ms = 1000 * (time.process_time() - cpu_start) / args.repeats
             heatmaps, pafs, _ = backend.submit(batch).result()
             if label == variants[0][0]:
                 reference_outputs[size] = (heatmaps, pafs)
@@ -227,12 +239,13 @@ def run_network(args) -> dict:
                 diff = max(float(np.abs(heatmaps - reference_outputs[size][0]).max()),
                            float(np.abs(pafs - reference_outputs[size][1]).max()))
                 details["max_abs_diff_vs_torch"][f"{label} {size[0]}x{size[1]}"] = round(diff, 6)
-            cells.append(f"{latency:.1f} ms / {throughput:.1f} fps")
+            cells.append(f"{latency:.1f} ms / {throughput:.1f} fps / {cpu_ms:.0f} ms")
         backend.close()
         rows.append([label] + cells + [backend.describe()])
     details["load_after"] = _load()
     return {"title": _with_load(f"Network alone, 1 frame per call on {args.device}: median latency / throughput "
-                                f"with frames in flight ({args.repeats} runs)", details),
+                                f"with frames in flight / CPU time per frame in flight ({args.repeats} runs)",
+                                details),
             "columns": ["backend"] + [f"{h}x{w}" for h, w in sizes] + ["engine"], "rows": rows, "details": details}
 
 
@@ -248,35 +261,47 @@ def widescreen_copy(video: str, frames: int, folder: str) -> str:
     return path
 
 
+def demo_variants(args) -> list[tuple[str, list[str]]]:
+    """(label, demo.py engine flags) per engine to time: every installed backend on the checkpoint (on a GPU,
+    torch), and OpenVINO on the INT8 IR when there is one."""
+    backends = args.backends or (["torch"] if args.device.startswith("cuda") else installed_backends())
+    variants = [(backend, ["--backend", backend]) for backend in backends]
+    if args.openvino_ir and not args.device.startswith("cuda") and "openvino" in installed_backends():
+        variants.append(("openvino INT8 IR", ["--backend", "openvino", "--openvino-ir", args.openvino_ir]))
+    return variants
+
+
 def run_demo(args) -> dict:
     rows, details = [], {"load_before": _load(), "runs": []}
-    backends = args.backends or (["torch"] if args.device.startswith("cuda") else installed_backends())
     with tempfile.TemporaryDirectory() as folder:
         videos = [(args.video, args.height_size)]
         if args.device.startswith("cuda"):
             wide = widescreen_copy(args.video, args.frames, folder)
             videos = [(wide, 256), (wide, 368)]
         for video, height in videos:
-            for backend in backends:
+            for label, engine in demo_variants(args):
                 command = [sys.executable, "demo.py", "--checkpoint-path", args.checkpoint_path, "--video", video,
                            "--height-size", str(height), "--max-frames", str(args.frames), "--track", "--smooth",
-                           "--output", os.path.join(folder, "out.mp4"), "--backend", backend, "--no-progress",
-                           "--device", args.device] + (["--half", "--channels-last"] if
-                                                       args.device.startswith("cuda") else [])
+                           "--output", os.path.join(folder, "out.mp4"), "--no-progress",
+                           "--device", args.device] + engine + (["--half", "--channels-last"] if
+                                                                args.device.startswith("cuda") else [])
+                load = _load()
                 result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-                match = SUMMARY.search(result.stdout)
-                details["runs"].append({"command": " ".join(command), "stderr_tail": result.stderr[-500:]})
+                match, cpu = SUMMARY.search(result.stdout), CPU_TIME.search(result.stderr)
+                details["runs"].append({"command": " ".join(command), "load_before": load, "load_after": _load(),
+                                        "stderr_tail": result.stderr[-500:]})
                 if result.returncode not in (0, 1) or not match:
-                    rows.append([os.path.basename(video), height, backend, "failed", "", "", "", ""])
+                    rows.append([os.path.basename(video), height, label, "failed", "", "", "", "", "", ""])
                     continue
                 frames, seconds, fps, network_ms, decoding_ms = match.groups()
-                rows.append([os.path.basename(video), height, backend, frames, fps,
-                             f"{float(fps) / REFERENCE_DEMO_FPS:.1f}x", network_ms, decoding_ms])
+                rows.append([os.path.basename(video), height, label, frames, fps,
+                             f"{float(fps) / REFERENCE_DEMO_FPS:.1f}x", network_ms, decoding_ms,
+                             cpu.group(1) if cpu else "", f"{load} / {_load()}"])
     details["load_after"] = _load()
     return {"title": _with_load("demo.py end to end (--track --smooth --output, no display); reference demo: "
                                 f"{REFERENCE_DEMO_FPS} fps on vtest.avi on this machine type", details),
-            "columns": ["video", "height", "backend", "frames", "fps", "vs reference", "network ms/frame",
-                        "decoding ms/frame"],
+            "columns": ["video", "height", "engine", "frames", "fps", "vs reference", "network ms/frame",
+                        "decoding ms/frame", "CPU ms/frame", "load before / after"],
             "rows": rows, "details": details}
 
 
@@ -284,6 +309,12 @@ def run_demo(args) -> dict:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-path", required=True, help="lwpose checkpoint")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (cuda: fp16, channels_last, compiled)")
+
+
+def _int8_ir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--openvino-ir", default=DEFAULT_INT8_IR if os.path.exists(DEFAULT_INT8_IR) else None,
+                        help="also time OpenVINO on this IR of the checkpoint's network (default: Open Model Zoo's "
+                             "INT8 human-pose-estimation-0001 in ../shared when present; '' for none)")
 
 
 def register(subparsers) -> None:
@@ -307,6 +338,7 @@ def register(subparsers) -> None:
     network.add_argument("--sizes", nargs="+", default=["256x456", "368x656"], help="input HxW")
     network.add_argument("--repeats", type=int, default=20)
     network.add_argument("--warmup", type=int, default=3)
+    _int8_ir(network)
     network.set_defaults(run=run_network)
 
     demo = subparsers.add_parser("demo", help="demo.py end to end on a video, per backend")
@@ -315,6 +347,7 @@ def register(subparsers) -> None:
     demo.add_argument("--frames", type=int, default=300)
     demo.add_argument("--height-size", type=int, default=256)
     demo.add_argument("--backends", nargs="+", default=None, help="default: every installed one (CPU), torch (GPU)")
+    _int8_ir(demo)
     demo.set_defaults(run=run_demo)
 
 

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import MMPOSE_SAMPLES, REPO_ROOT, require_shared
+from conftest import HPE_XML, MMPOSE_SAMPLES, REPO_ROOT, require_shared
 from lwpose.backends import BackendUnavailable, TorchBackend, make_backend
 from lwpose.checkpoint import load_model
 from lwpose.estimator import prepare_input
@@ -100,6 +100,38 @@ def test_openvino_pipelined_requests_each_return_their_own_frame(hpe_checkpoint,
         assert np.array_equal(heatmaps, expected_heatmaps) and np.array_equal(pafs, expected_pafs)
         assert seconds > 0
     backend.close()
+
+
+def test_the_int8_ir_takes_the_normalised_input_and_agrees_with_torch(hpe_checkpoint, cache_folder, real_input,
+                                                                       torch_outputs):
+    """Open Model Zoo's IR scales raw pixels itself; fed our (pixel - 128) / 256 through the prepended conversion
+    it must predict what the float import does, up to its int8 activations (a wrong conversion decorrelates)."""
+    pytest.importorskip("openvino")
+    require_shared(HPE_XML)
+    backend = make_backend("auto", hpe_checkpoint, openvino_ir=HPE_XML)
+    assert backend.quantized and "int8" in backend.describe()
+    heatmaps, pafs = backend(real_input)
+    assert heatmaps.shape == torch_outputs[0].shape and pafs.shape == torch_outputs[1].shape
+    heatmap_correlation = np.corrcoef(heatmaps.ravel(), torch_outputs[0].ravel())[0, 1]
+    paf_correlation = np.corrcoef(pafs.ravel(), torch_outputs[1].ravel())[0, 1]
+    largest = max(np.abs(heatmaps - torch_outputs[0]).max(), np.abs(pafs - torch_outputs[1]).max())
+    print(f"INT8 IR vs torch: correlation {heatmap_correlation:.5f} (heatmaps), {paf_correlation:.5f} (PAFs), "
+          f"max abs difference {largest:.3f}")
+    assert heatmap_correlation > 0.999 and paf_correlation > 0.995
+    heatmaps_again, _, _ = backend.submit(real_input).result(timeout=120)
+    np.testing.assert_array_equal(heatmaps_again, heatmaps)  # the pipelined path reads the same outputs
+    backend.close()
+
+
+def test_an_ir_needs_the_checkpoint_for_its_keypoint_set_and_runs_only_on_openvino(hpe_checkpoint):
+    pytest.importorskip("openvino")
+    require_shared(HPE_XML)
+    with pytest.raises(BackendUnavailable, match="carries no keypoint set: give --checkpoint-path"):
+        make_backend("openvino", openvino_ir=HPE_XML)
+    with pytest.raises(BackendUnavailable, match="runs with --backend openvino, not 'onnxruntime'"):
+        make_backend("onnxruntime", hpe_checkpoint, openvino_ir=HPE_XML)
+    with pytest.raises(BackendUnavailable, match="missing.xml does not exist"):
+        make_backend("openvino", hpe_checkpoint, openvino_ir="missing.xml")
 
 
 @pytest.mark.parametrize("name, package", [("openvino", "openvino"), ("onnxruntime", "onnxruntime")])
