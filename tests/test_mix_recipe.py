@@ -230,3 +230,33 @@ def test_shipped_recipes_load():
     for name in ("people_head_top", "people_samples", "animals"):
         recipe = load_mix_recipe(os.path.join(RECIPES, f"{name}.json"))
         assert recipe.mode == "combine" and len(recipe.sources) >= 2
+
+
+def test_each_source_is_scored_with_the_model_keypoints_it_corresponds_to(people, tmp_path):
+    from datasets.mix_recipe import output_keypoint_indices
+
+    recipe, _ = people
+    mpii = next(s for s in recipe.sources if s.name == "mpii")
+    mpii_set, lwop = mpii.keypoint_set, load_keypoint_set("lwop18")
+    # The union model knows MPII's thorax as its neck (an alias); the plain lwop18 model has no such name.
+    indices = output_keypoint_indices(mpii, recipe.target, recipe)
+    assert indices[mpii_set.index["thorax"]] == recipe.target.index["neck"]
+    assert indices[mpii_set.index["head_top"]] == recipe.target.index["head_top"]
+    assert indices[mpii_set.index["pelvis"]] == -1
+    indices = output_keypoint_indices(mpii, lwop, recipe)
+    assert indices[mpii_set.index["thorax"]] == -1 and indices[mpii_set.index["head_top"]] == -1
+    assert indices[mpii_set.index["left_wrist"]] == lwop.index["left_wrist"]
+    # A recipe may say it itself, e.g. to score MPII's thorax with lwop18's neck.
+    explicit = [lwop.index.get(name, -1) for name in mpii_set.keypoints]
+    explicit[mpii_set.index["thorax"]] = lwop.index["neck"]
+    path = write_recipe(tmp_path / "explicit.json", people_recipe([mpii_source(output_keypoint_indices=explicit)]))
+    recipe = load_mix_recipe(path)
+    assert output_keypoint_indices(recipe.sources[0], lwop, recipe).tolist() == explicit
+    with pytest.raises(RecipeError, match=r"sources\[0\] \('mpii'\).output_keypoint_indices: index 40 is beyond"):
+        explicit[0] = 40
+        bad = load_mix_recipe(write_recipe(tmp_path / "bad.json", people_recipe(
+            [mpii_source(output_keypoint_indices=explicit)])))
+        output_keypoint_indices(bad.sources[0], lwop, bad)
+    with pytest.raises(RecipeError, match=r"output_keypoint_indices: expected 16 model keypoint indices"):
+        load_mix_recipe(write_recipe(tmp_path / "short.json", people_recipe(
+            [mpii_source(output_keypoint_indices=[0, 1])])))
