@@ -32,7 +32,9 @@ def parse_args(argv=None):
                         help=f"average over scales {', '.join(map(str, MULTISCALE))}")
     parser.add_argument("--decode-at", choices=("image", "map"), default="image",
                         help="decode on maps resized to the image (reference) or at map resolution (fast)")
-    parser.add_argument("--upsample", type=int, default=4, help="with --decode-at map: map upsampling factor")
+    parser.add_argument("--upsample", type=int, default=1,
+                        help="with --decode-at map: heatmap upsampling factor (default 1: peaks refined on the "
+                             "stride-8 maps, as demo.py)")
     parser.add_argument("--gt-keypoints", default=None,
                         help="keypoint set of the ground truth (shipped name or JSON); found from its names if omitted")
     parser.add_argument("--output-name", default="detections.json", help="where to write the COCO detections")
