@@ -167,20 +167,23 @@ def test_train_py_stops_on_an_invalid_recipe_before_training(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_every_batch_of_every_process_keeps_the_source_ratio(people):
+@pytest.mark.parametrize("world_size, batch_size, counts", [(1, 8, [4, 2, 2]), (2, 8, [4, 2, 2]),
+                                                              (3, 4, [2, 1, 1]), (4, 12, [6, 3, 3])])
+def test_every_batch_of_every_process_keeps_the_source_ratio(people, world_size, batch_size, counts):
     recipe, labels = people
     factors = [s.sample_ratio_factor for s in recipe.sources]
-    ranks = [mixed_sampler_for(labels, recipe.source_ratios, factors, 8, seed=1, rank=r, world_size=2)
-             for r in range(2)]
+    ranks = [mixed_sampler_for(labels, recipe.source_ratios, factors, batch_size, seed=1, rank=r,
+                               world_size=world_size) for r in range(world_size)]
     image_source = np.array([im.source for im in labels.images])
     source_of = image_source[labels.samples[:, 0]]
-    assert ranks[0].counts == [4, 2, 2]
+    assert all(sampler.counts == counts for sampler in ranks)
+    expected = [s for s, count in enumerate(counts) for _ in range(count)]
     streams = {0: [], 1: [], 2: []}
     for batch in range(12):
         for rank, sampler in enumerate(ranks):
             keys = sampler.batch(batch)
             sources = source_of[[index for index, _ in keys]]
-            assert sources.tolist() == [0] * 4 + [1] * 2 + [2] * 2
+            assert sources.tolist() == expected, (rank, batch)
             for source in range(3):
                 streams[source].extend(keys[j] for j in np.flatnonzero(sources == source))
     # Each source's stream, read across batches and processes, is a permutation of its samples per round: no
@@ -191,9 +194,9 @@ def test_every_batch_of_every_process_keeps_the_source_ratio(people):
             round_keys = keys[start:start + size]
             assert sorted(i for i, _ in round_keys) == sorted(np.flatnonzero(source_of == source).tolist())
             assert len({r for _, r in round_keys}) == 1
-    resumed = mixed_sampler_for(labels, recipe.source_ratios, factors, 8, seed=1, start_batch=5, rank=1,
-                                world_size=2)
-    assert next(iter(resumed)) == ranks[1].batch(5)
+    resumed = mixed_sampler_for(labels, recipe.source_ratios, factors, batch_size, seed=1, start_batch=5,
+                                rank=world_size - 1, world_size=world_size)
+    assert next(iter(resumed)) == ranks[-1].batch(5)
 
 
 def test_batches_without_ratios_follow_the_samples_per_epoch(people):
