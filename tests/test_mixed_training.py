@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import MMPOSE_SAMPLES, REPO_ROOT, require_shared
+from conftest import COCO_MINI_LABELS, MMPOSE_SAMPLES, REPO_ROOT, require_shared
 from datasets.augmentation import AugmentationConfig
 from datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
 from datasets.pose_dataset import PoseTrainingDataset
 from lwpose.checkpoint import load_checkpoint, load_model
 from lwpose.growing import grow_network
 from lwpose.keypoints import KeypointSet, load_keypoint_set
-from mixing import ANIMAL_UNION, PEOPLE_UNION, aic_source, mpii_source, people_recipe, sample_source, write_recipe
+from mixing import (ANIMAL_UNION, PEOPLE_UNION, aic_source, coco_mini_source, mpii_source, people_recipe,
+                    sample_source, write_recipe)
 from modules.loss import loss_masks, pose_loss
 from modules.pose_network import Architecture, build_network
 from training_data import run_tool
@@ -197,6 +198,38 @@ def test_train_py_mix_grows_the_imported_model_and_val_py_scores_each_source(hpe
     metrics = json.loads(metrics_path.read_text())
     assert set(metrics["datasets"]) == {"coco", "aic", "mpii"}
     assert metrics["datasets"]["mpii"]["PCKh@0.5"] is not None and metrics["datasets"]["coco"]["PCKh@0.5"] is None
+
+
+# The README's "Mixing datasets" run, shorter: only the refinement stage trains (the backbone, CPM and initial stage
+# stay the imported ones), the new head_top channels step 25 times further than the old ones.
+LEARN_HEAD_TOP = ["--freeze", "model", "--freeze", "cpm", "--freeze", "initial_stage", "--new-channel-lr-mult", "25",
+                  "--input-size", "256", "--batch-size", "4"]
+
+
+@pytest.mark.slow
+def test_the_imported_model_learns_head_top_from_aic_and_mpii_and_keeps_its_coco_ap(hpe_checkpoint, tmp_path):
+    require_shared(COCO_MINI_LABELS, MMPOSE_SAMPLES)
+    recipe = write_recipe(tmp_path / "recipe.json", people_recipe(
+        [coco_mini_source(source_ratio=0.5), aic_source(source_ratio=0.25), mpii_source(source_ratio=0.25)]))
+    iterations = 50
+    result = run_tool("train.py", "--mix", recipe, "--checkpoint-path", hpe_checkpoint, "--weights-only",
+                      *LEARN_HEAD_TOP, "--max-iterations", iterations, "--checkpoint-after", iterations,
+                      "--experiments-folder", tmp_path, "--experiment-name", "head_top", "--num-workers", "0",
+                      "--no-progress", "--device", "cpu", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    metrics_path = tmp_path / "metrics.json"
+    result = run_tool("val.py", "--mix", recipe, "--checkpoint-path",
+                      tmp_path / "head_top" / "checkpoints" / f"checkpoint_iter_{iterations}.pth",
+                      "--pck-keypoints", "head_top", "--metrics-out", metrics_path, "--output-name",
+                      tmp_path / "dets.json", "--no-progress", timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    print(result.stdout)
+    rows = json.loads(metrics_path.read_text())["datasets"]
+    assert rows["coco"]["images"] == 80 and rows["coco"]["AP"] >= 0.30  # imported: 0.322 (REFERENCE.md)
+    # The grown head_top channel starts at zero (no peak anywhere); now it peaks at the head tops it was shown.
+    head_top = {name: rows[name]["per_keypoint"]["head_top"]["PCK@0.1"] for name in ("aic", "mpii")}
+    assert head_top["aic"] >= 0.4 and head_top["mpii"] >= 0.6, head_top
+    assert rows["coco"]["per_keypoint"].get("head_top") is None  # COCO has none to score
 
 
 @pytest.mark.slow
