@@ -156,9 +156,12 @@ def test_an_invalid_recipe_fails_naming_the_entry(tmp_path, edit, messages):
         assert message in str(error.value)
 
 
-def test_train_py_stops_on_an_invalid_recipe_before_training(tmp_path):
+# The three kinds of mistake in the issue: an unknown keypoint in an equivalence, ratios that do not match the sources,
+# a file that is not what its entry declares (found only when the file is read, the last check before training).
+@pytest.mark.parametrize("mistake", [0, 2, 4])
+def test_train_py_stops_on_an_invalid_recipe_before_training(tmp_path, mistake):
     require_shared(COCO_MINI_LABELS, MMPOSE_SAMPLES)
-    edit, messages = BAD_RECIPES[4]  # found only when the file is read, the last check before training
+    edit, messages = BAD_RECIPES[mistake]
     path = broken(tmp_path, edit)
     result = run_tool("train.py", "--mix", path, "--experiments-folder", tmp_path / "runs", "--device", "cpu",
                       "--no-progress")
