@@ -196,11 +196,11 @@ class PoseNetwork(nn.Module):
         """Names of the convolutions whose channels follow the keypoint set: the heads' last layers (output
         channels: heatmaps, PAFs) and the refinement stages' first layers (input channels: the concatenation of
         features, heatmaps and PAFs in `stage_input_order`)."""
-        stages = [("initial_stage", self.initial_stage)] + [
-            (f"refinement_stages.{i}", stage) for i, stage in enumerate(self.refinement_stages)]
-        return {"heatmap_outputs": [f"{name}.heatmaps.1.0" for name, _ in stages],
-                "paf_outputs": [f"{name}.pafs.1.0" for name, _ in stages],
-                "stage_inputs": [f"refinement_stages.{i}.trunk.0.initial.0" for i in range(len(self.refinement_stages))]}
+        refinement = [f"refinement_stages.{i}" for i in range(len(self.refinement_stages))]
+        stages = ["initial_stage", *refinement]
+        return {"heatmap_outputs": [f"{name}.heatmaps.1.0" for name in stages],
+                "paf_outputs": [f"{name}.pafs.1.0" for name in stages],
+                "stage_inputs": [f"{name}.trunk.0.initial.0" for name in refinement]}
 
     @property
     def num_stages(self) -> int:

@@ -156,9 +156,12 @@ def test_an_invalid_recipe_fails_naming_the_entry(tmp_path, edit, messages):
         assert message in str(error.value)
 
 
-def test_train_py_stops_on_an_invalid_recipe_before_training(tmp_path):
+# The three kinds of mistake in the issue: an unknown keypoint in an equivalence, ratios that do not match the sources,
+# a file that is not what its entry declares (found only when the file is read, the last check before training).
+@pytest.mark.parametrize("mistake", [0, 2, 4])
+def test_train_py_stops_on_an_invalid_recipe_before_training(tmp_path, mistake):
     require_shared(COCO_MINI_LABELS, MMPOSE_SAMPLES)
-    edit, messages = BAD_RECIPES[4]  # found only when the file is read, the last check before training
+    edit, messages = BAD_RECIPES[mistake]
     path = broken(tmp_path, edit)
     result = run_tool("train.py", "--mix", path, "--experiments-folder", tmp_path / "runs", "--device", "cpu",
                       "--no-progress")
@@ -167,20 +170,23 @@ def test_train_py_stops_on_an_invalid_recipe_before_training(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
-def test_every_batch_of_every_process_keeps_the_source_ratio(people):
+@pytest.mark.parametrize("world_size, batch_size, counts", [(1, 8, [4, 2, 2]), (2, 8, [4, 2, 2]),
+                                                              (3, 4, [2, 1, 1]), (4, 12, [6, 3, 3])])
+def test_every_batch_of_every_process_keeps_the_source_ratio(people, world_size, batch_size, counts):
     recipe, labels = people
     factors = [s.sample_ratio_factor for s in recipe.sources]
-    ranks = [mixed_sampler_for(labels, recipe.source_ratios, factors, 8, seed=1, rank=r, world_size=2)
-             for r in range(2)]
+    ranks = [mixed_sampler_for(labels, recipe.source_ratios, factors, batch_size, seed=1, rank=r,
+                               world_size=world_size) for r in range(world_size)]
     image_source = np.array([im.source for im in labels.images])
     source_of = image_source[labels.samples[:, 0]]
-    assert ranks[0].counts == [4, 2, 2]
+    assert all(sampler.counts == counts for sampler in ranks)
+    expected = [s for s, count in enumerate(counts) for _ in range(count)]
     streams = {0: [], 1: [], 2: []}
     for batch in range(12):
         for rank, sampler in enumerate(ranks):
             keys = sampler.batch(batch)
             sources = source_of[[index for index, _ in keys]]
-            assert sources.tolist() == [0] * 4 + [1] * 2 + [2] * 2
+            assert sources.tolist() == expected, (rank, batch)
             for source in range(3):
                 streams[source].extend(keys[j] for j in np.flatnonzero(sources == source))
     # Each source's stream, read across batches and processes, is a permutation of its samples per round: no
@@ -191,9 +197,9 @@ def test_every_batch_of_every_process_keeps_the_source_ratio(people):
             round_keys = keys[start:start + size]
             assert sorted(i for i, _ in round_keys) == sorted(np.flatnonzero(source_of == source).tolist())
             assert len({r for _, r in round_keys}) == 1
-    resumed = mixed_sampler_for(labels, recipe.source_ratios, factors, 8, seed=1, start_batch=5, rank=1,
-                                world_size=2)
-    assert next(iter(resumed)) == ranks[1].batch(5)
+    resumed = mixed_sampler_for(labels, recipe.source_ratios, factors, batch_size, seed=1, start_batch=5,
+                                rank=world_size - 1, world_size=world_size)
+    assert next(iter(resumed)) == ranks[-1].batch(5)
 
 
 def test_batches_without_ratios_follow_the_samples_per_epoch(people):
@@ -230,3 +236,33 @@ def test_shipped_recipes_load():
     for name in ("people_head_top", "people_samples", "animals"):
         recipe = load_mix_recipe(os.path.join(RECIPES, f"{name}.json"))
         assert recipe.mode == "combine" and len(recipe.sources) >= 2
+
+
+def test_each_source_is_scored_with_the_model_keypoints_it_corresponds_to(people, tmp_path):
+    from datasets.mix_recipe import output_keypoint_indices
+
+    recipe, _ = people
+    mpii = next(s for s in recipe.sources if s.name == "mpii")
+    mpii_set, lwop = mpii.keypoint_set, load_keypoint_set("lwop18")
+    # The union model knows MPII's thorax as its neck (an alias); the plain lwop18 model has no such name.
+    indices = output_keypoint_indices(mpii, recipe.target, recipe)
+    assert indices[mpii_set.index["thorax"]] == recipe.target.index["neck"]
+    assert indices[mpii_set.index["head_top"]] == recipe.target.index["head_top"]
+    assert indices[mpii_set.index["pelvis"]] == -1
+    indices = output_keypoint_indices(mpii, lwop, recipe)
+    assert indices[mpii_set.index["thorax"]] == -1 and indices[mpii_set.index["head_top"]] == -1
+    assert indices[mpii_set.index["left_wrist"]] == lwop.index["left_wrist"]
+    # A recipe may say it itself, e.g. to score MPII's thorax with lwop18's neck.
+    explicit = [lwop.index.get(name, -1) for name in mpii_set.keypoints]
+    explicit[mpii_set.index["thorax"]] = lwop.index["neck"]
+    path = write_recipe(tmp_path / "explicit.json", people_recipe([mpii_source(output_keypoint_indices=explicit)]))
+    recipe = load_mix_recipe(path)
+    assert output_keypoint_indices(recipe.sources[0], lwop, recipe).tolist() == explicit
+    with pytest.raises(RecipeError, match=r"sources\[0\] \('mpii'\).output_keypoint_indices: index 40 is beyond"):
+        explicit[0] = 40
+        bad = load_mix_recipe(write_recipe(tmp_path / "bad.json", people_recipe(
+            [mpii_source(output_keypoint_indices=explicit)])))
+        output_keypoint_indices(bad.sources[0], lwop, bad)
+    with pytest.raises(RecipeError, match=r"output_keypoint_indices: expected 16 model keypoint indices"):
+        load_mix_recipe(write_recipe(tmp_path / "short.json", people_recipe(
+            [mpii_source(output_keypoint_indices=[0, 1])])))
