@@ -1,24 +1,30 @@
 """Validate a model on a COCO-format keypoint file with pycocotools (OKS with the keypoint set's sigmas).
 
     python val.py --labels person_keypoints_val2017.json --images-folder val2017 --checkpoint-path model.pth
+    python val.py --mix recipe.json --checkpoint-path model.pth     # every source of a mix recipe, one table
 """
 import argparse
 import sys
 
 from lwpose.checkpoint import CheckpointError, load_model
-from lwpose.coco_eval import METRIC_NAMES, GroundTruthError, load_keypoint_ground_truth
+from datasets.mix_recipe import RecipeError, evaluation_ground_truth, load_mix_recipe, output_keypoint_indices
+from lwpose.coco_eval import METRIC_NAMES, GroundTruthError, keypoint_ground_truth, load_keypoint_ground_truth
 from lwpose.estimator import PoseEstimator
 from lwpose.backends import TorchBackend
 from lwpose.keypoints import KeypointSetError
-from lwpose.validation import validate_coco, write_json
+from lwpose.validation import dataset_row, format_dataset_table, validate_coco, weighted_mean, write_json
 
 MULTISCALE = (0.5, 1.0, 1.5, 2.0)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--labels", required=True, help="COCO-format keypoint ground truth (JSON)")
-    parser.add_argument("--images-folder", required=True, help="folder the ground truth's file_names are in")
+    parser.add_argument("--labels", default=None, help="COCO-format keypoint ground truth (JSON)")
+    parser.add_argument("--images-folder", default=None, help="folder the ground truth's file_names are in")
+    parser.add_argument("--mix", default=None, metavar="RECIPE",
+                        help="score every source of a mix recipe on its own keypoints instead (one table)")
+    parser.add_argument("--pck-keypoints", nargs="+", default=(), metavar="NAME",
+                        help="with --mix: add a PCK@0.1 column for each of these keypoints")
     parser.add_argument("--checkpoint-path", required=True, help="lwpose checkpoint (see scripts/import_weights.py)")
     parser.add_argument("--height-size", type=int, default=368, help="network input height (default 368)")
     parser.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
@@ -26,7 +32,9 @@ def parse_args(argv=None):
                         help=f"average over scales {', '.join(map(str, MULTISCALE))}")
     parser.add_argument("--decode-at", choices=("image", "map"), default="image",
                         help="decode on maps resized to the image (reference) or at map resolution (fast)")
-    parser.add_argument("--upsample", type=int, default=4, help="with --decode-at map: map upsampling factor")
+    parser.add_argument("--upsample", type=int, default=1,
+                        help="with --decode-at map: heatmap upsampling factor (default 1: peaks refined on the "
+                             "stride-8 maps, as demo.py)")
     parser.add_argument("--gt-keypoints", default=None,
                         help="keypoint set of the ground truth (shipped name or JSON); found from its names if omitted")
     parser.add_argument("--output-name", default="detections.json", help="where to write the COCO detections")
@@ -39,6 +47,11 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.mix:
+        return validate_mix(args)
+    if not (args.labels and args.images_folder):
+        print("error: give --labels and --images-folder, or --mix RECIPE", file=sys.stderr)
+        return 2
     try:
         network, keypoint_set, _ = load_model(args.checkpoint_path, args.device)
         gt = load_keypoint_ground_truth(args.labels, args.gt_keypoints, fallback_set=keypoint_set)
@@ -69,6 +82,43 @@ def main(argv=None) -> int:
                                        "height_size": args.height_size, "flip": args.flip,
                                        "multiscale": args.multiscale, "decode_at": args.decode_at},
                    args.metrics_out)
+    return 0
+
+
+def validate_mix(args) -> int:
+    """Each source of the recipe scored on its own keypoints (its sigmas, its head size), one row each."""
+    try:
+        network, keypoint_set, _ = load_model(args.checkpoint_path, args.device)
+        recipe = load_mix_recipe(args.mix)
+        datasets = []
+        for source in recipe.sources:
+            data, images_folder = evaluation_ground_truth(source, recipe)
+            gt = keypoint_ground_truth(data, source.val_labels or source.labels, source.keypoint_set)
+            datasets.append((source, gt, images_folder, output_keypoint_indices(source, keypoint_set, recipe)))
+    except (CheckpointError, GroundTruthError, KeypointSetError, RecipeError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    estimator = PoseEstimator(TorchBackend(network, args.device), keypoint_set, height_size=args.height_size,
+                              scales=MULTISCALE if args.multiscale else (1.0,), flip=args.flip,
+                              decode_at=args.decode_at, upsample=args.upsample)
+    rows, detections = [], {}
+    for source, gt, images_folder, mapping in datasets:
+        unscored = [n for n, i in zip(source.keypoint_set.keypoints, mapping) if i < 0]
+        if unscored:
+            print(f"note: {source.name}: the model has no keypoint for {unscored}; they count as missed in AP and "
+                  "are left out of PCK")
+        report = validate_coco(estimator, gt, images_folder, progress=not args.no_progress,
+                               max_images=args.max_images, mapping=mapping, pck=True)
+        rows.append(dataset_row(source.name, gt, report))
+        detections[source.name] = report.detections
+    mean = weighted_mean(rows, tuple(args.pck_keypoints))
+    print(format_dataset_table(rows, mean, tuple(args.pck_keypoints)))
+    write_json(detections, args.output_name)
+    if args.metrics_out:
+        write_json({"datasets": {row["dataset"]: row for row in rows}, "weighted_mean": mean, "recipe": args.mix,
+                    "checkpoint": args.checkpoint_path, "keypoint_set": keypoint_set.name,
+                    "height_size": args.height_size, "flip": args.flip, "multiscale": args.multiscale,
+                    "decode_at": args.decode_at}, args.metrics_out)
     return 0
 
 

@@ -7,6 +7,7 @@ import json
 import math
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -34,6 +35,16 @@ class KeypointGroundTruth:
     def images(self) -> list[dict]:
         return self.data["images"]
 
+    @cached_property
+    def _annotations_by_image(self) -> dict:
+        by_image: dict = {}
+        for ann in self.data["annotations"]:
+            by_image.setdefault(ann["image_id"], []).append(ann)
+        return by_image
+
+    def annotations_of(self, image_id) -> list[dict]:
+        return self._annotations_by_image.get(image_id, [])
+
 
 def _finite_number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
@@ -51,6 +62,13 @@ def load_keypoint_ground_truth(path: str, keypoint_set: str | KeypointSet | None
         raise GroundTruthError(f"ground truth {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GroundTruthError(f"ground truth {path} is not JSON: {e}") from None
+    return keypoint_ground_truth(data, path, keypoint_set, fallback_set)
+
+
+def keypoint_ground_truth(data, path: str, keypoint_set: str | KeypointSet | None = None,
+                          fallback_set: KeypointSet | None = None) -> KeypointGroundTruth:
+    """Check COCO keypoint ground truth already in memory (`path` names it in messages) and fill it as
+    `load_keypoint_ground_truth` does."""
     if not isinstance(data, dict):
         raise GroundTruthError(f"ground truth {path}: expected a COCO object with 'images', 'annotations' and "
                                f"'categories', got a JSON {type(data).__name__}"
@@ -118,10 +136,11 @@ def load_keypoint_ground_truth(path: str, keypoint_set: str | KeypointSet | None
 
 
 def people_to_coco_results(people: People, image_id, model_set: KeypointSet, gt_set: KeypointSet,
-                           category_id: int = 1) -> list[dict]:
+                           category_id: int = 1, mapping: np.ndarray | None = None) -> list[dict]:
     """COCO result entries for one image, keypoints rearranged from the model's set into the ground truth's by
-    name (keypoints the ground truth lacks, such as lwop18's neck, are dropped)."""
-    mapping = model_set.indices_in(gt_set)
+    name (keypoints the ground truth lacks, such as lwop18's neck, are dropped), or by `mapping`: for each ground
+    truth keypoint, the model keypoint it is (-1: none)."""
+    mapping = model_set.indices_in(gt_set) if mapping is None else mapping
     results = []
     for p in range(len(people)):
         keypoints = np.zeros((gt_set.num_keypoints, 3), np.float64)

@@ -25,7 +25,11 @@ class GroupingParams:
     min_success_ratio: float = 0.8  # a limb needs more than this share of counting samples
     min_keypoints: int = 3  # people with fewer (fill-in keypoints not counted) are dropped
     min_mean_score: float = 0.2  # people whose score per keypoint is lower are dropped
-    refine_peaks: bool = False  # quadratic sub-pixel refinement of each peak (for decoding at map resolution)
+    refine_peaks: bool = False  # sub-pixel refinement of each peak (for decoding at map resolution)
+    # With refine_peaks: refine on the map's cubic interpolation sampled every half cell (the values a 2x
+    # OpenCV resize would give, computed around peaks only) rather than on the cells themselves.
+    refine_on_cubic: bool = False
+    bilinear_paf: bool = False  # PAF read between cells (for decoding at map resolution); False = nearest cell
     # Which of two close peaks survives: False keeps the left one (the reference's order, which reproduces its
     # COCO AP exactly); True keeps the stronger. They differ by single one-pixel shifts of weak peaks, which
     # moved AP by -0.002 on coco_mini_train: a coin toss, so the reference's order is the default.
@@ -61,23 +65,41 @@ class People:
         return People(self.keypoints[index], self.scores[index], self.num_keypoints[index])
 
 
+REFINE_NONE, REFINE_PARABOLA, REFINE_CUBIC = 0, 1, 2
+
+# OpenCV's bicubic kernel (a = -0.75) a quarter of a cell past a cell: the weights of the cells before it, it,
+# and the two after (three quarters past uses them in reverse): what a 2x resize weighs each pixel with.
+_CUBIC_A, _CUBIC_B, _CUBIC_C, _CUBIC_D = -0.10546875, 0.87890625, 0.26171875, -0.03515625
+
+
 @numba.njit(cache=True, nogil=True)
 def find_peaks(heatmaps, threshold, nms_radius, refine, strongest_first=True):
     """Local maxima of each channel of `heatmaps` (C, H, W): above `threshold`, strictly above the 4 neighbours,
     then suppressed by peaks of the same channel closer than `nms_radius` that come first: the stronger ones, or
     with `strongest_first=False` the ones further left (the reference's order).
+    `refine` moves each maximum before suppression, so two neighbouring cells on the two sides of one true peak
+    meet and only one survives: REFINE_PARABOLA to the vertex of a parabola through it and its neighbours (per
+    axis); REFINE_CUBIC to the best of the four half-cell points of the cubic interpolation around it, then to
+    the vertex of a parabola through that point and its half-cell neighbours (its score becomes that point's).
     Returns (N, 4) float32 rows (x, y, score, channel), grouped by channel, in that order within a channel."""
     channels, height, width = heatmaps.shape
+    lattice = np.empty((4, 4), np.float64)
+    lattice_rows = np.empty((5, 4), np.float64)
     capacity = 256
     out = np.empty((capacity, 4), np.float32)
     count = 0
     radius_sq = nms_radius * nms_radius
-    cand_x = np.empty(64, np.int32)
-    cand_y = np.empty(64, np.int32)
+    cand_x = np.empty(64, np.float32)
+    cand_y = np.empty(64, np.float32)
     cand_s = np.empty(64, np.float32)
     for c in range(channels):
         n = 0
         for y in range(height):
+            above = 0  # a branch-free count first (it vectorizes): most rows of most maps hold no peak
+            for x in range(width):
+                above += heatmaps[c, y, x] > threshold
+            if above == 0:
+                continue
             for x in range(width):
                 v = heatmaps[c, y, x]
                 if not (v > threshold):  # also rejects NaN
@@ -91,12 +113,29 @@ def find_peaks(heatmaps, threshold, nms_radius, refine, strongest_first=True):
                 if y < height - 1 and not (v > heatmaps[c, y + 1, x]):
                     continue
                 if n == cand_x.shape[0]:
-                    cand_x = np.concatenate((cand_x, np.empty(n, np.int32)))
-                    cand_y = np.concatenate((cand_y, np.empty(n, np.int32)))
+                    cand_x = np.concatenate((cand_x, np.empty(n, np.float32)))
+                    cand_y = np.concatenate((cand_y, np.empty(n, np.float32)))
                     cand_s = np.concatenate((cand_s, np.empty(n, np.float32)))
                 cand_x[n] = x
                 cand_y[n] = y
                 cand_s[n] = v
+                if refine == REFINE_PARABOLA:
+                    if 0 < x < width - 1:
+                        cand_x[n] = x + _parabola_vertex(heatmaps[c, y, x - 1], v, heatmaps[c, y, x + 1])
+                    if 0 < y < height - 1:
+                        cand_y[n] = y + _parabola_vertex(heatmaps[c, y - 1, x], v, heatmaps[c, y + 1, x])
+                elif refine == REFINE_CUBIC:
+                    _cubic_lattice(heatmaps[c], x, y, lattice, lattice_rows)
+                    # the best of the four points within half a cell, then a parabola through its neighbours
+                    bj, bi = 1, 1
+                    for j in range(1, 3):
+                        for i in range(1, 3):
+                            if lattice[j, i] > lattice[bj, bi]:
+                                bj, bi = j, i
+                    best = lattice[bj, bi]
+                    cand_x[n] = x - 0.75 + 0.5 * (bi + _parabola_vertex(lattice[bj, bi - 1], best, lattice[bj, bi + 1]))
+                    cand_y[n] = y - 0.75 + 0.5 * (bj + _parabola_vertex(lattice[bj - 1, bi], best, lattice[bj + 1, bi]))
+                    cand_s[n] = best
                 n += 1
         if n == 0:
             continue
@@ -107,8 +146,8 @@ def find_peaks(heatmaps, threshold, nms_radius, refine, strongest_first=True):
         first_kept = count
         for oi in range(n):
             i = order[oi]
-            px = np.float32(cand_x[i])
-            py = np.float32(cand_y[i])
+            px = cand_x[i]
+            py = cand_y[i]
             suppressed = False
             for k in range(first_kept, count):
                 dx = out[k, 0] - px
@@ -127,66 +166,194 @@ def find_peaks(heatmaps, threshold, nms_radius, refine, strongest_first=True):
             out[count, 2] = cand_s[i]
             out[count, 3] = c
             count += 1
-        if refine:
-            for k in range(first_kept, count):
-                x = int(out[k, 0])
-                y = int(out[k, 1])
-                # A parabola through the peak and its two neighbours, per axis; its vertex is the sub-pixel peak.
-                if 0 < x < width - 1:
-                    left = heatmaps[c, y, x - 1]
-                    right = heatmaps[c, y, x + 1]
-                    denom = left - 2.0 * heatmaps[c, y, x] + right
-                    if denom < 0:
-                        out[k, 0] = x + min(0.5, max(-0.5, 0.5 * (left - right) / denom))
-                if 0 < y < height - 1:
-                    up = heatmaps[c, y - 1, x]
-                    down = heatmaps[c, y + 1, x]
-                    denom = up - 2.0 * heatmaps[c, y, x] + down
-                    if denom < 0:
-                        out[k, 1] = y + min(0.5, max(-0.5, 0.5 * (up - down) / denom))
     return out[:count].copy()
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _sample(paf, x, y):
-    """Nearest-cell PAF value (the map is clamped at its borders)."""
-    height, width = paf.shape
-    xi = int(np.floor(x + 0.5))
-    yi = int(np.floor(y + 0.5))
-    xi = min(max(xi, 0), width - 1)
-    yi = min(max(yi, 0), height - 1)
-    return paf[yi, xi]
+def _cubic_half_cells(v0, v1, v2, v3, v4):
+    """Interpolations at -0.75, -0.25, 0.25 and 0.75 cell from the middle of five consecutive cells."""
+    a, b, c, d = _CUBIC_A, _CUBIC_B, _CUBIC_C, _CUBIC_D
+    return (a * v0 + b * v1 + c * v2 + d * v3, d * v0 + c * v1 + b * v2 + a * v3,
+            a * v1 + b * v2 + c * v3 + d * v4, d * v1 + c * v2 + b * v3 + a * v4)
+
+
+@numba.njit(cache=True, nogil=True)
+def _cubic_lattice(heatmap, x, y, out, rows):
+    """out[j, i] = the bicubic interpolation of `heatmap` at (x - 0.75 + 0.5 i, y - 0.75 + 0.5 j), borders
+    replicated: the 4x4 pixels a 2x OpenCV INTER_CUBIC resize puts around cell (x, y). Separable: the 5x5
+    cells around (x, y) are interpolated along rows first (into `rows`, 5x4), then along columns."""
+    height, width = heatmap.shape
+    x0, x1, x2 = max(x - 2, 0), max(x - 1, 0), x
+    x3, x4 = min(x + 1, width - 1), min(x + 2, width - 1)
+    for q in range(5):
+        row = heatmap[min(max(y - 2 + q, 0), height - 1)]
+        rows[q, 0], rows[q, 1], rows[q, 2], rows[q, 3] = _cubic_half_cells(row[x0], row[x1], row[x2], row[x3],
+                                                                           row[x4])
+    for i in range(4):
+        out[0, i], out[1, i], out[2, i], out[3, i] = _cubic_half_cells(rows[0, i], rows[1, i], rows[2, i],
+                                                                       rows[3, i], rows[4, i])
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _parabola_vertex(before, centre, after):
+    """Offset (within half a cell) of the vertex of the parabola through three equally spaced samples."""
+    denom = before - 2.0 * centre + after
+    if denom < 0:
+        return min(0.5, max(-0.5, 0.5 * (before - after) / denom))
+    return 0.0
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sample_cell(x, y, height, width, bilinear):
+    """The cell (row, column) whose value gives the PAF at (x, y): the nearest one, or with `bilinear` the
+    top-left one of the 2x2 block it is interpolated from (the map is clamped at its borders either way)."""
+    if not bilinear:
+        return min(max(int(np.floor(y + 0.5)), 0), height - 1), min(max(int(np.floor(x + 0.5)), 0), width - 1)
+    x = min(max(x, 0.0), width - 1.0)
+    y = min(max(y, 0.0), height - 1.0)
+    return max(min(int(y), height - 2), 0), max(min(int(x), width - 2), 0)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _sample(paf_x, paf_y, x, y, bilinear):
+    """The PAF vector at (x, y): the nearest cell's, or interpolated between the four around it."""
+    height, width = paf_x.shape
+    y0, x0 = _sample_cell(x, y, height, width, bilinear)
+    if not bilinear:
+        return paf_x[y0, x0], paf_y[y0, x0]
+    x1 = min(x0 + 1, width - 1)
+    y1 = min(y0 + 1, height - 1)
+    fx = min(max(x, 0.0), width - 1.0) - x0
+    fy = min(max(y, 0.0), height - 1.0) - y0
+    w00 = (1.0 - fx) * (1.0 - fy)
+    w01 = fx * (1.0 - fy)
+    w10 = (1.0 - fx) * fy
+    w11 = fx * fy
+    return (paf_x[y0, x0] * w00 + paf_x[y0, x1] * w01 + paf_x[y1, x0] * w10 + paf_x[y1, x1] * w11,
+            paf_y[y0, x0] * w00 + paf_y[y0, x1] * w01 + paf_y[y1, x0] * w10 + paf_y[y1, x1] * w11)
+
+
+@numba.njit(cache=True, nogil=True)
+def _sure_misses(paf_x, paf_y, min_paf_score, bilinear):
+    """(H, W) bool: True where every sample read from that cell (see `_sample_cell`) projects to at most
+    `min_paf_score` on any direction, because the field there (at all four corners, with `bilinear`) is no
+    longer than that: an interpolated vector is never longer than the longest it is made of. Lets the limb
+    scorer reject most wrong pairs of a crowd with one lookup, reaching exactly the verdict it would compute."""
+    height, width = paf_x.shape
+    if min_paf_score < 0:  # then even a zero field counts
+        return np.zeros((height, width), np.bool_)
+    limit = np.float32((min_paf_score * (1.0 - 1e-6)) ** 2)  # a hair inside: float rounding never flips a verdict
+    weak = np.empty((height, width), np.bool_)
+    for y in range(height):
+        for x in range(width):
+            weak[y, x] = paf_x[y, x] * paf_x[y, x] + paf_y[y, x] * paf_y[y, x] <= limit
+    if not bilinear:
+        return weak
+    block = np.empty((height, width), np.bool_)
+    for y in range(height):
+        y1 = min(y + 1, height - 1)
+        for x in range(width - 1):
+            block[y, x] = weak[y, x] & weak[y, x + 1] & weak[y1, x] & weak[y1, x + 1]
+        block[y, width - 1] = weak[y, width - 1] & weak[y1, width - 1]
+    return block
+
+
+@numba.njit(cache=True, nogil=True)
+def _sample_order(n_samples):
+    """Positions (0..1 along a limb) of its samples, in the order they are visited: at a third and two thirds
+    first, then from the middle outwards. A wrong pair of a crowd misses inside the limb, where no field of its
+    own lies, so early exit decides it after two samples; near the ends, the keypoints' own limbs point
+    everywhere and agree with many wrong directions."""
+    order = np.empty(n_samples, np.int64)
+    used = np.zeros(n_samples, np.bool_)
+    count = 0
+    for first in (round((n_samples - 1) / 3), round(2 * (n_samples - 1) / 3)):
+        s = int(first)
+        if not used[s]:
+            order[count] = s
+            used[s] = True
+            count += 1
+    distance = np.abs(np.arange(n_samples) - (n_samples - 1) / 2)
+    for s in np.argsort(distance, kind="mergesort"):
+        if not used[s]:
+            order[count] = s
+            used[s] = True
+            count += 1
+    if n_samples == 1:
+        return np.full(1, 0.5)
+    return order / (n_samples - 1)
 
 
 @numba.njit(cache=True, nogil=True)
 def _limb_connections(peaks, start_a, end_a, start_b, end_b, paf_x, paf_y, n_samples, min_paf_score,
-                      min_success_ratio):
+                      min_success_ratio, bilinear):
     """Candidate connections of one limb as rows (peak a, peak b, score), best first, each peak used once."""
+    needed = min_success_ratio * n_samples
+    fractions = _sample_order(n_samples)
+    height, width = paf_x.shape
     na = end_a - start_a
     nb = end_b - start_b
+    crowd = na * nb * n_samples > height * width  # then the table of sure misses pays for itself
+    if crowd:
+        sure_miss = _sure_misses(paf_x, paf_y, min_paf_score, bilinear)
+    else:
+        sure_miss = np.zeros((height, width), np.bool_)
+    # Where two misses already fail the ratio, a pair whose first two samples are sure misses is rejected by two
+    # lookups, made for all of one keypoint's pairs in a loop without branches (it vectorizes): most pairs of a
+    # crowd end there.
+    precheck = crowd and n_samples >= 2 and n_samples - 2 <= needed
+    t0 = fractions[0]
+    t1 = fractions[min(1, n_samples - 1)]
+    flat_miss = sure_miss.ravel()
+    b_x = peaks[start_b:end_b, 0].copy()
+    b_y = peaks[start_b:end_b, 1].copy()
+    first_cell = np.empty(nb, np.int64)
+    second_cell = np.empty(nb, np.int64)
     cand = np.empty((na * nb, 3), np.float64)
     m = 0
     for i in range(start_a, end_a):
         ax = peaks[i, 0]
         ay = peaks[i, 1]
+        if precheck:
+            for k in range(nb):
+                dx = b_x[k] - ax
+                dy = b_y[k] - ay
+                row, column = _sample_cell(ax + t0 * dx, ay + t0 * dy, height, width, bilinear)
+                first_cell[k] = row * width + column
+                row, column = _sample_cell(ax + t1 * dx, ay + t1 * dy, height, width, bilinear)
+                second_cell[k] = row * width + column
         for j in range(start_b, end_b):
+            if precheck and flat_miss[first_cell[j - start_b]] & flat_miss[second_cell[j - start_b]]:
+                continue
             dx = peaks[j, 0] - ax
             dy = peaks[j, 1] - ay
-            norm = np.sqrt(dx * dx + dy * dy)
-            if norm < 1e-6:
+            length_sq = dx * dx + dy * dy
+            if length_sq < 1e-12:
                 continue
-            ux = dx / norm
-            uy = dy / norm
+            ux = uy = 0.0  # the limb's direction, computed once a sample needs it
             total = 0.0
             valid = 0
-            for s in range(n_samples):
-                t = s / (n_samples - 1) if n_samples > 1 else 0.5
+            for si in range(n_samples):
+                t = fractions[si]
                 px = ax + t * dx
                 py = ay + t * dy
-                dot = _sample(paf_x, px, py) * ux + _sample(paf_y, px, py) * uy
+                row, column = _sample_cell(px, py, height, width, bilinear)
+                dot = 0.0
+                if not sure_miss[row, column]:
+                    if ux == 0.0 and uy == 0.0:
+                        norm = np.sqrt(length_sq)
+                        ux = dx / norm
+                        uy = dy / norm
+                    vx, vy = _sample(paf_x, paf_y, px, py, bilinear)
+                    dot = vx * ux + vy * uy
                 if dot > min_paf_score:
                     total += dot
                     valid += 1
+                elif valid + (n_samples - 1 - si) <= needed:
+                    # Too many misses to pass the success ratio whatever comes next: the same verdict,
+                    # reached after 2-3 samples for most wrong pairs in a crowd instead of all of them.
+                    valid = 0
+                    break
             if valid == 0:
                 continue
             score = total / valid
@@ -217,7 +384,7 @@ def _limb_connections(peaks, start_a, end_a, start_b, end_b, paf_x, paf_y, n_sam
 
 @numba.njit(cache=True, nogil=True)
 def group_peaks(peaks, pafs, num_keypoints, limb_keypoints, limb_paf_channels, fill_in, order, n_samples,
-                min_paf_score, min_success_ratio, min_keypoints, min_mean_score):
+                min_paf_score, min_success_ratio, min_keypoints, min_mean_score, bilinear_paf=False):
     """Assemble people from `peaks` (from `find_peaks`) and `pafs` (2L, H, W) at the peaks' resolution.
 
     Limbs are visited in `order`. A connection whose ends are both free starts a person; one with one end in a
@@ -244,7 +411,7 @@ def group_peaks(peaks, pafs, num_keypoints, limb_keypoints, limb_paf_channels, f
             continue
         connections = _limb_connections(peaks, starts[ka], starts[ka + 1], starts[kb], starts[kb + 1],
                                         pafs[limb_paf_channels[limb, 0]], pafs[limb_paf_channels[limb, 1]],
-                                        n_samples, min_paf_score, min_success_ratio)
+                                        n_samples, min_paf_score, min_success_ratio, bilinear_paf)
         for ci in range(connections.shape[0]):
             a = int(connections[ci, 0])
             b = int(connections[ci, 1])
@@ -306,23 +473,31 @@ def group_peaks(peaks, pafs, num_keypoints, limb_keypoints, limb_paf_channels, f
 
 
 def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet,
-                  params: GroupingParams = GroupingParams()) -> People:
-    """People from one image's maps: `heatmaps` (K or K+1, H, W) and `pafs` (2L, H, W) of the same size.
-    Coordinates are in map pixels (the caller maps them to the image)."""
+                  params: GroupingParams = GroupingParams(), heatmap_scale: int = 1) -> People:
+    """People from one image's maps: `heatmaps` (K or K+1, H, W) and `pafs` (2L, H / s, W / s), where the
+    heatmaps may have been upsampled by `s = heatmap_scale` (peaks are then placed more precisely than a PAF
+    cell; `nms_radius` is in heatmap pixels). Coordinates are in PAF-map pixels (the caller maps them to the
+    image)."""
     k = keypoint_set.num_keypoints
     heatmaps = np.ascontiguousarray(heatmaps[:k], dtype=np.float32)
     pafs = np.ascontiguousarray(pafs, dtype=np.float32)
-    if heatmaps.shape[0] != k or pafs.shape[0] != keypoint_set.num_pafs or heatmaps.shape[1:] != pafs.shape[1:]:
+    if (heatmaps.shape[0] != k or pafs.shape[0] != keypoint_set.num_pafs
+            or heatmaps.shape[1:] != (pafs.shape[1] * heatmap_scale, pafs.shape[2] * heatmap_scale)):
         raise ValueError(f"maps do not fit keypoint set '{keypoint_set.name}': heatmaps {heatmaps.shape}, "
-                         f"PAFs {pafs.shape}, expected {k} and {keypoint_set.num_pafs} channels of one size")
-    peaks = find_peaks(heatmaps, np.float32(params.peak_threshold), np.float32(params.nms_radius),
-                       params.refine_peaks, params.nms_strongest_first)
+                         f"PAFs {pafs.shape}, expected {k} and {keypoint_set.num_pafs} channels, the heatmaps "
+                         f"{heatmap_scale}x the PAFs' size")
+    refine = (REFINE_NONE if not params.refine_peaks
+              else REFINE_CUBIC if params.refine_on_cubic else REFINE_PARABOLA)
+    peaks = find_peaks(heatmaps, np.float32(params.peak_threshold), np.float32(params.nms_radius), refine,
+                       params.nms_strongest_first)
     if len(peaks) == 0:
         return People.empty(k)
+    if heatmap_scale != 1:  # pixel j of a map resized s times (OpenCV's convention) lies at (j + 0.5) / s - 0.5
+        peaks[:, :2] = (peaks[:, :2] + 0.5) / heatmap_scale - 0.5
     person_peaks, totals, counts = group_peaks(
         peaks, pafs, k, keypoint_set.limb_keypoints, keypoint_set.limb_paf_channels, keypoint_set.fill_in_mask,
         keypoint_set.assembly_order, params.paf_samples, params.min_paf_score, params.min_success_ratio,
-        params.min_keypoints, params.min_mean_score)
+        params.min_keypoints, params.min_mean_score, params.bilinear_paf)
     return people_from_peaks(person_peaks, totals, counts, peaks, k)
 
 

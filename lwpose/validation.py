@@ -6,12 +6,15 @@ import os
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from tqdm import tqdm
 
 from lwpose.coco_eval import (KeypointGroundTruth, evaluate_keypoints, image_path,
                               people_to_coco_results)
 from lwpose.estimator import PoseEstimator
 from lwpose.images import ImageReadError, read_image
+from lwpose.pck import PckCounts, add_image
 
 
 @dataclass
@@ -31,8 +34,14 @@ class ValidationReport:
 
 
 def validate_coco(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, progress: bool = True,
-                  max_images: int | None = None) -> ValidationReport:
+                  max_images: int | None = None, mapping: np.ndarray | None = None,
+                  pck: bool = False) -> ValidationReport:
+    """COCO AP (and with `pck`, PCK and PCKh: lwpose/pck.py) of the estimator on the ground truth. `mapping`: for
+    each ground-truth keypoint, the model keypoint it is scored with (-1: none; default by name)."""
     images = gt.images[:max_images] if max_images else gt.images
+    if mapping is None:
+        mapping = estimator.keypoint_set.indices_in(gt.keypoint_set)
+    pck_counts = PckCounts(gt.keypoint_set.keypoints) if pck else None
     detections: list[dict] = []
     unreadable: list[str] = []
     evaluated_ids = []
@@ -45,13 +54,32 @@ def validate_coco(estimator: PoseEstimator, gt: KeypointGroundTruth, images_fold
             tqdm.write(f"warning: {e}; counted as unreadable")
             continue
         people = estimator.estimate(image)
-        detections.extend(people_to_coco_results(people, image_info["id"], estimator.keypoint_set,
-                                                 gt.keypoint_set, gt.category_id))
+        found = people_to_coco_results(people, image_info["id"], estimator.keypoint_set, gt.keypoint_set,
+                                       gt.category_id, mapping)
+        detections.extend(found)
         evaluated_ids.append(image_info["id"])
+        if pck_counts is not None:
+            _add_pck(pck_counts, gt, image_info["id"], found, mapping >= 0)
     # Unreadable images stay in the evaluation (their people count as missed), so a bad file cannot raise AP.
     image_ids = [im["id"] for im in images]
     metrics = evaluate_keypoints(gt, detections, image_ids=image_ids)
+    if pck_counts is not None:
+        for image_id in set(image_ids) - set(evaluated_ids):
+            _add_pck(pck_counts, gt, image_id, [], mapping >= 0)
+        metrics.update(pck_counts.metrics())
     return ValidationReport(metrics, detections, unreadable, len(images), time.perf_counter() - start)
+
+
+def _add_pck(counts: PckCounts, gt: KeypointGroundTruth, image_id, detections: list[dict],
+             evaluated: np.ndarray) -> None:
+    people = [a for a in gt.annotations_of(image_id) if not a["iscrowd"]]
+    count = gt.keypoint_set.num_keypoints
+    truth = np.asarray([a["keypoints"] for a in people], np.float64).reshape(-1, count, 3)
+    predicted = np.asarray([d["keypoints"] for d in detections], np.float64).reshape(-1, count, 3)
+    head = gt.keypoint_set.head_size_keypoints
+    add_image(counts, truth, np.asarray([a["bbox"] for a in people], np.float64).reshape(-1, 4),
+              np.asarray([a["area"] for a in people], np.float64), predicted, gt.keypoint_set.sigmas_array,
+              evaluated, tuple(gt.keypoint_set.index[n] for n in head) if head else None)
 
 
 def write_json(obj, path: str) -> None:
@@ -61,3 +89,57 @@ def write_json(obj, path: str) -> None:
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=1)
     os.replace(tmp, path)
+
+
+# ------------------------------------------------------------ several datasets
+TABLE_METRICS = ("AP", "PCK@0.05", "PCK@0.1", "PCKh@0.5")
+
+
+def dataset_row(name: str, gt: KeypointGroundTruth, report: ValidationReport) -> dict:
+    """One dataset's line of the table: its metrics, with the people it has as the weight of the mean."""
+    people = sum(1 for a in gt.data["annotations"] if not a["iscrowd"] and a.get("num_keypoints", 0) > 0)
+    row = {"dataset": name, "keypoint_set": gt.keypoint_set.name, "images": report.num_images, "people": people}
+    row.update({k: v for k, v in report.metrics.items() if k != "summary"})
+    row.update({"num_detections": len(report.detections), "unreadable_images": len(report.unreadable),
+                "seconds": round(report.seconds, 2)})
+    return row
+
+
+def weighted_mean(rows: list[dict], keypoints: tuple[str, ...] = ()) -> dict:
+    """Each metric averaged over the datasets that have it, weighted by their people."""
+    mean = {"dataset": "weighted mean (by people)", "people": sum(r["people"] for r in rows)}
+    for metric in TABLE_METRICS:
+        having = [r for r in rows if r.get(metric) is not None]
+        weight = sum(r["people"] for r in having)
+        mean[metric] = sum(r[metric] * r["people"] for r in having) / weight if weight else None
+    for name in keypoints:
+        having = [(r["per_keypoint"][name]["PCK@0.1"], r["per_keypoint"][name]["PCK@0.1 count"]) for r in rows
+                  if "PCK@0.1" in r.get("per_keypoint", {}).get(name, {})]
+        count = sum(n for _, n in having)
+        mean[f"PCK@0.1 {name}"] = sum(v * n for v, n in having) / count if count else None
+    return mean
+
+
+def format_dataset_table(rows: list[dict], mean: dict, keypoints: tuple[str, ...] = ()) -> str:
+    """The per-dataset table val.py --mix prints: a row per dataset, then the weighted mean; '-' where a metric does
+    not apply (PCKh needs the set's head_size_keypoints). `keypoints` adds a PCK@0.1 column for each of them."""
+    extra = [f"PCK@0.1 {name}" for name in keypoints]
+    header = ["dataset", "keypoints", "images", "people", *TABLE_METRICS, *extra]
+
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
+
+    lines = []
+    for row in rows + [mean]:
+        per_keypoint = row.get("per_keypoint", {})
+        values = [row["dataset"], row.get("keypoint_set", ""), row.get("images", ""), row["people"]]
+        values += [row.get(m) for m in TABLE_METRICS]
+        values += [row.get(f"PCK@0.1 {n}", per_keypoint.get(n, {}).get("PCK@0.1")) for n in keypoints]
+        lines.append([cell(v) for v in values])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = ["  ".join(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths)))]
+    for n, line in enumerate(lines):
+        if n == len(lines) - 1:
+            out.append("-" * len(out[0]))
+        out.append("  ".join(v.ljust(w) if i < 2 else v.rjust(w) for i, (v, w) in enumerate(zip(line, widths))))
+    return "\n".join(out)

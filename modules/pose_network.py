@@ -18,6 +18,8 @@ from torch import nn
 
 VARIANTS = ("lwop", "omz")
 STRIDE = 8
+# What a refinement stage's input concatenates, in order: the reference's layout, and Open Model Zoo's.
+STAGE_INPUT_ORDERS = {"lwop": ("features", "heatmaps", "pafs"), "omz": ("pafs", "heatmaps", "features")}
 
 
 @dataclass(frozen=True)
@@ -178,20 +180,27 @@ class PoseNetwork(nn.Module):
         self.refinement_stages = nn.ModuleList([
             RefinementStage(stage_inputs, a.num_channels, a.num_heatmaps, a.num_pafs, folded)
             for _ in range(a.num_refinement_stages)])
-        self._features_first = a.variant == "lwop"
+        self.stage_input_order = STAGE_INPUT_ORDERS[a.variant]
 
     def forward(self, x):
         features = self.cpm(self.model(x))
         heatmaps, pafs = self.initial_stage(features)
         outputs = [heatmaps, pafs]
         for stage in self.refinement_stages:
-            if self._features_first:
-                stage_input = torch.cat([features, heatmaps, pafs], dim=1)
-            else:
-                stage_input = torch.cat([pafs, heatmaps, features], dim=1)
-            heatmaps, pafs = stage(stage_input)
+            parts = {"features": features, "heatmaps": heatmaps, "pafs": pafs}
+            heatmaps, pafs = stage(torch.cat([parts[name] for name in self.stage_input_order], dim=1))
             outputs.extend([heatmaps, pafs])
         return outputs
+
+    def channel_layers(self) -> dict[str, list[str]]:
+        """Names of the convolutions whose channels follow the keypoint set: the heads' last layers (output
+        channels: heatmaps, PAFs) and the refinement stages' first layers (input channels: the concatenation of
+        features, heatmaps and PAFs in `stage_input_order`)."""
+        stages = [("initial_stage", self.initial_stage)] + [
+            (f"refinement_stages.{i}", stage) for i, stage in enumerate(self.refinement_stages)]
+        return {"heatmap_outputs": [f"{name}.heatmaps.1.0" for name, _ in stages],
+                "paf_outputs": [f"{name}.pafs.1.0" for name, _ in stages],
+                "stage_inputs": [f"refinement_stages.{i}.trunk.0.initial.0" for i in range(len(self.refinement_stages))]}
 
     @property
     def num_stages(self) -> int:

@@ -1,0 +1,216 @@
+"""The training dataset: prepared labels -> augmented crop, targets and loss masks, one sample at a time.
+
+A sample is addressed by a key (index, draw): its random augmentation comes from a generator seeded with
+(seed, draw, index), so the same key gives the same sample in any worker process, after a resume, and on any
+number of GPUs. Samplers (datasets/loader.py) hand out keys.
+
+Images: JPEG decoding dominates the cost of a sample, so a dataset whose decoded images fit the cache budget is
+decoded once, up front, and shared with the worker processes (fork, copy on write); otherwise each sample decodes
+its image, at 1/2 or 1/4 size (libjpeg's DCT scaling) when the crop shrinks it at least that much.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from datasets.augmentation import (AugmentationConfig, AugmentParams, apply_colour_jitter, compose, crop_matrix,
+                                   crop_scale, flip_keypoints, flip_matrix, reduced_to_full,
+                                   sample_augment_params, transform_keypoints)
+from datasets.prepared_labels import PreparedLabels
+from datasets.targets import (DEFAULT_PAF_THICKNESS, DEFAULT_SIGMA, background_loss_map, channel_loss_masks,
+                              make_targets)
+from lwpose.coco_eval import image_path
+from lwpose.images import ImageReadError
+from modules.pose_network import STRIDE
+
+IGNORE_MASK_REDUCTION = 4  # ignore regions are kept at 1/4 of the image size: the loss map is 1/8 anyway
+CACHE_MODES = ("auto", "decoded", "none")
+
+
+@dataclass(frozen=True)
+class TargetConfig:
+    sigma: float = DEFAULT_SIGMA
+    paf_thickness: float = DEFAULT_PAF_THICKNESS
+    stride: int = STRIDE
+
+
+def decode_image(path: str, reduction: int = 1) -> np.ndarray:
+    """8-bit BGR image, decoded at 1/`reduction` size (1, 2 or 4), or ImageReadError naming the file."""
+    try:
+        data = np.fromfile(path, np.uint8)
+    except OSError as e:
+        raise ImageReadError(f"image {path} cannot be read: {e}") from None
+    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[reduction]
+    image = cv2.imdecode(data, flag) if data.size else None
+    if image is None:
+        raise ImageReadError(f"image {path} cannot be decoded (empty, truncated or not an image)")
+    return image
+
+
+class ImageStore:
+    """Images of the prepared labels, decoded on demand or once into memory."""
+
+    def __init__(self, paths: list[str], sizes: list[tuple[int, int]], cache: str = "auto",
+                 cache_budget_mb: float = 2048, progress: bool = True):
+        if cache not in CACHE_MODES:
+            raise ValueError(f"image cache '{cache}' unknown (known: {', '.join(CACHE_MODES)})")
+        self.paths = paths
+        decoded_bytes = sum(h * w * 3 for h, w in sizes)
+        self.cached = cache == "decoded" or (cache == "auto" and decoded_bytes <= cache_budget_mb * 2 ** 20)
+        self.cache_megabytes = decoded_bytes / 2 ** 20 if self.cached else 0.0
+        self._images: list[np.ndarray | None] = [None] * len(paths)
+        if self.cached:
+            for i in tqdm(range(len(paths)), desc="decoding images into memory", unit="img", disable=not progress,
+                          dynamic_ncols=True, leave=False):
+                self._images[i] = decode_image(paths[i])
+
+    def load(self, index: int, scale: float) -> tuple[np.ndarray, int]:
+        """The image and the reduction it was decoded at, for a crop that scales it by `scale`."""
+        cached = self._images[index]
+        if cached is not None:
+            return cached, 1
+        reduction = 4 if scale <= 0.25 else 2 if scale <= 0.5 else 1
+        return decode_image(self.paths[index], reduction), reduction
+
+
+def ignore_fraction_map(ignore: list[dict], height: int, width: int) -> np.ndarray | None:
+    """(ceil(h/4), ceil(w/4)) float32: share of each reduced pixel inside an ignore region, None if there is none."""
+    if not ignore:
+        return None
+    from pycocotools import mask as mask_utils
+
+    rles = [{"size": region["rle"]["size"], "counts": region["rle"]["counts"].encode("ascii")} for region in ignore]
+    full = mask_utils.decode(mask_utils.merge(rles, intersect=False)).astype(np.float32)
+    reduced_size = (-(-width // IGNORE_MASK_REDUCTION), -(-height // IGNORE_MASK_REDUCTION))
+    return cv2.resize(full, reduced_size, interpolation=cv2.INTER_AREA)
+
+
+class PoseTrainingDataset(Dataset):
+    """Samples of prepared labels as dicts of numpy arrays:
+    image (S, S, 3) uint8 BGR, heatmaps (K + 1, S/8, S/8), pafs (2L, S/8, S/8), mask (S/8, S/8) (0 in ignore
+    regions), heatmap_channel_mask (K + 1,), paf_channel_mask (2L,), background_mask (S/8, S/8) (where the
+    background keeps its weight for a source with unlabelled keypoints), source (index into the labels' sources).
+    A dataset of another kind (e.g. several sources combined) fits the loader by offering the same
+    `sample_layout()` and `sample_for_key(key, out)`."""
+
+    def __init__(self, labels: PreparedLabels, images_folders: list[str | None] | None = None,
+                 augmentation: AugmentationConfig = AugmentationConfig(), targets: TargetConfig = TargetConfig(),
+                 seed: int = 0, image_cache: str = "auto", cache_budget_mb: float = 2048, progress: bool = True):
+        self.labels = labels
+        self.keypoint_set = labels.keypoint_set
+        self.augmentation = augmentation
+        self.targets = targets
+        self.seed = seed
+        if augmentation.input_size % targets.stride:
+            raise ValueError(f"input size {augmentation.input_size} is not a multiple of the stride {targets.stride}")
+        self.map_size = augmentation.input_size // targets.stride
+        folders = list(images_folders) if images_folders else [None] * len(labels.sources)
+        if len(folders) != len(labels.sources):
+            raise ValueError(f"{len(folders)} image folders given for {len(labels.sources)} sources")
+        folders = [f or s.images_folder for f, s in zip(folders, labels.sources)]
+        for folder, source in zip(folders, labels.sources):
+            if folder is None:
+                raise ValueError(f"prepared labels {labels.path}: source '{source.name}' records no images folder; "
+                                 "pass it (--train-images-folder)")
+            if not os.path.isdir(folder):
+                raise ValueError(f"images folder {folder} of source '{source.name}' does not exist")
+        paths = [image_path(folders[im.source], im.file_name) for im in labels.images]
+        self.images = ImageStore(paths, [(im.height, im.width) for im in labels.images], image_cache,
+                                 cache_budget_mb, progress)
+        self._ignore_maps: dict[int, np.ndarray | None] = {}
+        if self.images.cached:
+            for i, im in enumerate(labels.images):
+                self._ignore_maps[i] = ignore_fraction_map(im.ignore, im.height, im.width)
+        self._channel_masks = [channel_loss_masks(self.keypoint_set, s.labelled) for s in labels.sources]
+        self._partially_labelled = [not s.labelled.all() for s in labels.sources]
+
+    def __len__(self) -> int:
+        return len(self.labels.samples)
+
+    def __getitem__(self, key) -> dict:
+        return self.sample_for_key(key)
+
+    def sample_for_key(self, key, out: dict | None = None) -> dict:
+        index, draw = key if isinstance(key, (tuple, list)) else (key, 0)
+        rng = np.random.default_rng((self.seed, int(draw), int(index)))
+        return self.make_sample(int(index), sample_augment_params(rng, self.augmentation), out)
+
+    def sample_layout(self) -> dict[str, tuple[tuple[int, ...], type]]:
+        """Shape and dtype of each entry of a sample."""
+        n, size = self.map_size, self.augmentation.input_size
+        k = self.keypoint_set
+        return {"image": ((size, size, 3), np.uint8), "heatmaps": ((k.num_heatmaps, n, n), np.float32),
+                "pafs": ((k.num_pafs, n, n), np.float32), "mask": ((n, n), np.float32),
+                "heatmap_channel_mask": ((k.num_heatmaps,), np.float32),
+                "paf_channel_mask": ((k.num_pafs,), np.float32), "background_mask": ((n, n), np.float32),
+                "source": ((), np.int64)}
+
+    def _ignore_map(self, image_index: int) -> np.ndarray | None:
+        if image_index not in self._ignore_maps:
+            if len(self._ignore_maps) > 4096:  # a per-worker cache for datasets too large to decode up front
+                self._ignore_maps.clear()
+            im = self.labels.images[image_index]
+            self._ignore_maps[image_index] = ignore_fraction_map(im.ignore, im.height, im.width)
+        return self._ignore_maps[image_index]
+
+    def make_sample(self, index: int, params: AugmentParams, out: dict | None = None) -> dict:
+        """The sample of `index` under `params`, written into `out` (arrays of `sample_layout`) when given."""
+        if out is None:
+            out = {name: np.empty(shape, dtype) for name, (shape, dtype) in self.sample_layout().items()}
+        image_index, person_index = self.labels.samples[index]
+        info = self.labels.images[image_index]
+        x, y, w, h = info.bboxes[person_index]
+        center = (x + w / 2 - 0.5, y + h / 2 - 0.5)  # box in pixel edges, centre in pixel centres
+        size = self.augmentation.input_size
+        matrix = crop_matrix(center, h, params, self.augmentation)
+
+        image, reduction = self.images.load(image_index, crop_scale(h, params, self.augmentation))
+        image_matrix = compose(matrix, reduced_to_full(reduction))
+        if params.flip:
+            image_matrix = compose(flip_matrix(size), image_matrix)
+        pad = float(self.augmentation.pad_value)
+        warped = cv2.warpAffine(image, image_matrix, (size, size), dst=out["image"], flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=(pad, pad, pad))
+        jittered = apply_colour_jitter(warped, params)
+        if jittered is not out["image"]:  # OpenCV writes in place when it can; copy when it could not
+            out["image"][...] = jittered
+
+        keypoints = transform_keypoints(info.keypoints, matrix)
+        if params.flip:
+            keypoints = flip_keypoints(keypoints, size, self.keypoint_set.flip_permutation)
+        make_targets(keypoints, self.keypoint_set, (self.map_size, self.map_size), self.targets.stride,
+                     self.targets.sigma, self.targets.paf_thickness, out=(out["heatmaps"], out["pafs"]))
+        out["mask"][...] = self._loss_weight_map(image_index, matrix, params.flip)
+        out["heatmap_channel_mask"][...], out["paf_channel_mask"][...] = self._channel_masks[info.source]
+        if self._partially_labelled[info.source]:
+            crop = compose(flip_matrix(size), matrix) if params.flip else matrix
+            out["background_mask"][...] = background_loss_map(info.bboxes, crop, self.map_size, self.targets.stride,
+                                                              self.targets.sigma)
+        else:
+            out["background_mask"][...] = 1.0
+        out["source"][...] = info.source
+        return out
+
+    def _loss_weight_map(self, image_index: int, matrix: np.ndarray, flip: bool) -> np.ndarray:
+        """(S/8, S/8) float32: 1 - the share of each output cell inside an ignore region."""
+        fraction = self._ignore_map(image_index)
+        n = self.map_size
+        if fraction is None:
+            return np.ones((n, n), np.float32)
+        info = self.labels.images[image_index]
+        stride = self.targets.stride
+        crop_to_map = np.array([[1 / stride, 0, -(stride / 2 - 0.5) / stride],
+                                [0, 1 / stride, -(stride / 2 - 0.5) / stride]])
+        sx, sy = info.width / fraction.shape[1], info.height / fraction.shape[0]
+        reduced = np.array([[sx, 0, (sx - 1) / 2], [0, sy, (sy - 1) / 2]])
+        to_map = compose(crop_to_map, compose(matrix, reduced))
+        warped = cv2.warpAffine(fraction, to_map, (n, n), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                                borderValue=0.0)
+        if flip:  # flipping the small result keeps flipped and unflipped samples exact mirrors
+            warped = warped[:, ::-1]
+        return np.ascontiguousarray(1.0 - np.clip(warped, 0.0, 1.0), dtype=np.float32)

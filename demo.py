@@ -1,0 +1,188 @@
+"""Poses in a video, a camera or images: annotated video and/or one JSON line per frame out.
+
+    python demo.py --checkpoint-path hpe0001.pth --video street.mp4 --track --smooth --output out.mp4
+    python demo.py --checkpoint-path hpe0001.pth --video 0 --display            # camera 0
+    python demo.py --checkpoint-path hpe0001.pth --images photos/ --save-json poses.jsonl
+
+Ends with one line: `processed N frames in T s: X fps (network A ms, decoding B ms per frame)`, where T runs
+from the first frame to the last (model loading, ONNX export and kernel compilation before it are reported
+separately), A is the network time of one frame (frames overlap, so A can exceed 1000 / X) and B the decoding.
+Exit status: 0 done, 1 the input broke off or was interrupted (what was written so far is kept, playable and
+complete up to the last processed frame), 2 nothing could start (the message says why).
+"""
+import argparse
+import signal
+import sys
+import time
+
+from tqdm import tqdm
+
+from lwpose.drawing import PoseDrawer
+from lwpose.smoothing import PoseSmoother
+from lwpose.tracking import PoseTracker
+from lwpose.video import JsonLinesWriter, StreamTimes, VideoError, VideoWriter, estimate_stream, open_source
+
+DISPLAY_WINDOW = "lwpose"
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint-path", help="lwpose checkpoint (see scripts/import_weights.py)")
+    parser.add_argument("--onnx", help="an ONNX export to run (scripts/export_onnx.py) instead of exporting the "
+                                       "checkpoint on the fly; enough on its own for onnxruntime/openvino")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--video", help="video file, or camera index (0, 1, ...)")
+    source.add_argument("--images", nargs="+", help="image files or folders, processed in order")
+    parser.add_argument("--height-size", type=int, default=256, help="network input height (default 256)")
+    parser.add_argument("--track", action="store_true", help="give people ids that stay with them across frames")
+    parser.add_argument("--smooth", action="store_true", help="One-Euro filtering of keypoints (implies --track)")
+    parser.add_argument("--output", help="annotated video to write (.mp4, .avi, ...)")
+    parser.add_argument("--save-json", help="poses to write, one JSON line per frame (.jsonl)")
+    parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
+    parser.add_argument("--backend", default="auto",
+                        help="inference engine: torch, onnxruntime, openvino, or auto (default) = the fastest "
+                             "installed (openvino, then onnxruntime, then torch)")
+    parser.add_argument("--device", default="cpu", help="torch/onnxruntime device (cpu, cuda, cuda:1)")
+    parser.add_argument("--half", action="store_true", help="torch on a GPU: fp16")
+    parser.add_argument("--channels-last", action="store_true", help="torch: channels_last memory layout")
+    parser.add_argument("--compile", action="store_true", help="torch: torch.compile (CUDA graphs on a GPU)")
+    parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the engine's)")
+    parser.add_argument("--upsample", type=int, default=1,
+                        help="heatmap upsampling before peaks (default 1: refined around each peak instead)")
+    parser.add_argument("--display", action="store_true", help="show the frames in a window (q or Esc quits)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.checkpoint_path is None and args.onnx is None:
+        parser.error("give --checkpoint-path (or --onnx with --backend onnxruntime/openvino)")
+    if args.max_frames is not None and args.max_frames < 1:
+        parser.error("--max-frames must be at least 1")
+    return args
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+class Display:
+    """A window when asked for and possible; otherwise says why once and stays off."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def show(self, image) -> bool:
+        """False when the user asked to quit."""
+        if not self.enabled:
+            return True
+        import cv2
+
+        try:
+            cv2.imshow(DISPLAY_WINDOW, image)
+            key = cv2.waitKey(1) & 0xFF
+        except cv2.error:
+            print("warning: no display available (headless OpenCV or no screen); --display ignored",
+                  file=sys.stderr)
+            self.enabled = False
+            return True
+        return key not in (ord("q"), 27)
+
+    def close(self) -> None:
+        if self.enabled:
+            import cv2
+
+            cv2.destroyAllWindows()
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` finalizes the outputs like Ctrl+C does
+    setup_start = time.perf_counter()
+    try:
+        source = open_source(args.video, args.images)
+    except VideoError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    # The model side loads torch (seconds): only once the input is known to open, so a mistyped path fails at once.
+    from lwpose.backends import BackendUnavailable, make_backend
+    from lwpose.checkpoint import CheckpointError
+    from lwpose.estimator import PoseEstimator
+    from lwpose.keypoints import KeypointSetError
+    from lwpose.onnx_export import ExportError
+
+    try:
+        backend = make_backend(args.backend, args.checkpoint_path, args.onnx, args.device, half=args.half,
+                               channels_last=args.channels_last, compile=args.compile, threads=args.threads)
+        keypoint_set = backend.keypoint_set
+        estimator = PoseEstimator(backend, keypoint_set, height_size=args.height_size, decode_at="map",
+                                  upsample=args.upsample)
+        video_writer = VideoWriter(args.output, source.fps) if args.output else None
+        json_writer = JsonLinesWriter(args.save_json, keypoint_set) if args.save_json else None
+    except (BackendUnavailable, CheckpointError, ExportError, KeypointSetError, VideoError, ValueError) as e:
+        source.close()
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    compile_seconds = estimator.warm_up()
+    print(f"{source.description}: {backend.describe()}, height {args.height_size}; set up in "
+          f"{time.perf_counter() - setup_start:.1f} s (numba kernels {compile_seconds:.2f} s)", file=sys.stderr)
+
+    track = args.track or args.smooth
+    tracker = PoseTracker() if track else None
+    smoother = PoseSmoother() if args.smooth else None
+    display = Display(args.display)
+    drawer = PoseDrawer(keypoint_set) if (video_writer or display.enabled) else None
+    total = source.frame_count
+    if total is not None and args.max_frames is not None:
+        total = min(total, args.max_frames)
+    times = StreamTimes()
+    status = 0
+    finished = None
+    progress = tqdm(total=total, unit="frame", disable=args.no_progress or total is None, dynamic_ncols=True)
+    try:
+        for result in estimate_stream(source, estimator, backend, times, args.max_frames):
+            frame, people = result.frame, result.people
+            ids = tracker.update(people, frame.index) if tracker else None
+            if smoother:
+                people = smoother(people, ids, frame.time)
+            if drawer:
+                drawer.draw(frame.image, people, ids)
+            if video_writer:
+                video_writer.write(frame.image)
+            if json_writer:
+                json_writer.write(frame, people, ids)
+            progress.update()
+            if not display.show(frame.image):
+                break
+        finished = time.perf_counter()
+    except KeyboardInterrupt:
+        finished = time.perf_counter()
+        status = 1
+        progress.write("interrupted: keeping what was written so far", file=sys.stderr)
+    except VideoError as e:
+        finished = time.perf_counter()
+        status = 2
+        progress.write(f"error: {e}", file=sys.stderr)
+    finally:
+        progress.close()
+        for closable in (video_writer, json_writer, source, backend, display):
+            if closable is not None:
+                closable.close()
+    for problem in source.problems:
+        print(f"warning: {problem}", file=sys.stderr)
+        status = max(status, 1 if source.broken else 0)
+    if video_writer and video_writer.frames:
+        print(f"wrote {video_writer.frames} frames to {args.output}", file=sys.stderr)
+    if json_writer:
+        print(f"wrote poses of {times.frames} frames to {args.save_json}", file=sys.stderr)
+    elapsed = finished - times.started if times.started is not None and finished is not None else 0.0
+    per_frame = 1000.0 / max(times.frames, 1)
+    fps = times.frames / elapsed if elapsed > 0 else 0.0
+    print(f"processed {times.frames} frames in {elapsed:.1f} s: {fps:.1f} fps "
+          f"(network {times.network * per_frame:.1f} ms, decoding {times.decoding * per_frame:.1f} ms per frame)")
+    return status
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:  # during set-up, before anything was written
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

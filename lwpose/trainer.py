@@ -1,0 +1,352 @@
+"""The training loop behind train.py: masked L2 over every stage, AMP, DistributedDataParallel, resumable
+checkpoints, validation with the best checkpoint kept by AP, CSV and TensorBoard logs, a tqdm progress bar.
+
+The loop takes batches from any iterable of dicts (see datasets/pose_dataset.py for the keys); it does not build
+them, so this package does not depend on `datasets`. One iteration is one optimiser step over `batches_per_iter`
+batches. Rank 0 writes every log and checkpoint; the others only train.
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import glob
+import math
+import os
+import re
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from lwpose.checkpoint import make_checkpoint, save_checkpoint
+from lwpose.estimator import PIXEL_MEAN, PIXEL_SCALE
+from lwpose.keypoints import KeypointSet
+from lwpose.training_setup import (OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
+                                   restore_rng_states, set_learning_rates)
+from modules.loss import loss_masks, pose_loss
+from modules.pose_network import Architecture, PoseNetwork
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+CHECKPOINT_PATTERN = re.compile(r"checkpoint_iter_(\d+)\.pth$")
+
+
+@dataclass
+class RunSettings:
+    experiment_dir: str
+    total_iterations: int
+    batches_per_epoch: int
+    batch_size: int  # per process
+    batches_per_iter: int = 1
+    amp: str | None = None
+    log_after: int = 100
+    checkpoint_after: int = 5000
+    val_after: int = 5000
+    keep_checkpoints: int = 3
+    progress: bool = True
+    data: dict = field(default_factory=dict)  # what fixes the data order (seed, batch size, ...): kept for resume
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return os.path.join(self.experiment_dir, "checkpoints")
+
+
+def latest_checkpoint(experiment_dir: str) -> str | None:
+    """The experiment's checkpoint with the highest iteration, if any."""
+    found = []
+    for path in glob.glob(os.path.join(experiment_dir, "checkpoints", "checkpoint_iter_*.pth")):
+        match = CHECKPOINT_PATTERN.search(path)
+        if match:
+            found.append((int(match.group(1)), path))
+    return max(found)[1] if found else None
+
+
+class Validator:
+    """COCO AP of the network on a ground truth file, through the same estimator and pycocotools path as val.py."""
+
+    def __init__(self, labels: str, images_folder: str, height_size: int = 368, max_images: int | None = None,
+                 decode_at: str = "image"):
+        from lwpose.coco_eval import load_keypoint_ground_truth
+
+        self.labels = labels
+        self.images_folder = images_folder
+        self.height_size = height_size
+        self.max_images = max_images
+        self.decode_at = decode_at
+        self._ground_truth = load_keypoint_ground_truth(labels)
+
+    def __call__(self, network: PoseNetwork, keypoint_set: KeypointSet, device: torch.device) -> dict:
+        from lwpose.backends import TorchBackend
+        from lwpose.estimator import PoseEstimator
+        from lwpose.validation import validate_coco
+
+        estimator = PoseEstimator(TorchBackend(network, device), keypoint_set, height_size=self.height_size,
+                                  decode_at=self.decode_at)
+        report = validate_coco(estimator, self._ground_truth, self.images_folder, progress=False,
+                               max_images=self.max_images)
+        return {k: v for k, v in report.metrics.items() if k != "summary"}
+
+
+def images_to_network_input(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 (N, H, W, 3) BGR batch -> float (N, 3, H, W) normalised as the network expects."""
+    images = images.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
+    return ((images - PIXEL_MEAN) * PIXEL_SCALE).contiguous()
+
+
+class Trainer:
+    def __init__(self, settings: RunSettings, network: PoseNetwork, architecture: Architecture,
+                 keypoint_set: KeypointSet, batches, processes: ProcessGroup, optimizer_settings: OptimizerSettings,
+                 validator: Validator | None = None, training_state: dict | None = None,
+                 new_channels: dict | None = None):
+        self.settings = settings
+        self.new_channels = dict(new_channels or {})  # parameter name -> (dim, indices) of channels grown new
+        self.architecture = architecture
+        self.keypoint_set = keypoint_set
+        self.batches = batches
+        self.processes = processes
+        self.optimizer_settings = optimizer_settings
+        self.validator = validator
+        self.device = processes.device
+        self.network = network.to(self.device)
+        self.optimizer = torch.optim.Adam(parameter_groups(self.network, optimizer_settings),
+                                          lr=optimizer_settings.base_lr, weight_decay=optimizer_settings.weight_decay)
+        if settings.amp is not None and settings.amp not in AMP_DTYPES:
+            raise ValueError(f"--amp {settings.amp}: choose one of {', '.join(AMP_DTYPES)}")
+        self.amp_dtype = AMP_DTYPES.get(settings.amp) if settings.amp else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.amp == "fp16")
+        self.model = self.network
+        if processes.distributed:
+            self.model = DistributedDataParallel(
+                self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        self.iteration = 0
+        self.best_ap: float | None = None
+        if training_state is not None:
+            self._restore(training_state)
+
+    # ------------------------------------------------------------- state
+    def _restore(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.iteration = int(state["iteration"])
+        self.best_ap = state.get("best_ap")
+        self.new_channels = {k: (int(dim), list(indices)) for k, (dim, indices) in
+                             state.get("new_channels", self.new_channels).items()}
+        restore_rng_states(state["rng"])
+        if self.processes.is_main:
+            saved, now = state.get("data", {}), self.settings.data
+            changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+            if changed:
+                tqdm.write(f"note: {', '.join(changed)} changed since the checkpoint; the data order will differ "
+                           "from an uninterrupted run")
+
+    def training_state(self) -> dict:
+        return {"iteration": self.iteration, "epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
+                "scheduler": {"kind": "step", "lr_drop_epochs": list(self.optimizer_settings.lr_drop_epochs),
+                              "lr_drop_factor": self.optimizer_settings.lr_drop_factor,
+                              "base_lr": self.optimizer_settings.base_lr},
+                "scaler": self.scaler.state_dict(), "rng": capture_rng_states(), "data": dict(self.settings.data),
+                "best_ap": self.best_ap, "optimizer_settings": self.optimizer_settings.to_dict(),
+                "new_channels": {k: [dim, list(indices)] for k, (dim, indices) in self.new_channels.items()},
+                "world_size": self.processes.world_size}
+
+    @property
+    def epoch(self) -> int:
+        return self.iteration * self.settings.batches_per_iter // self.settings.batches_per_epoch
+
+    def _checkpoint(self, training: bool, meta: dict | None = None) -> dict:
+        return make_checkpoint(self.network.state_dict(), self.keypoint_set, self.architecture,
+                               training=self.training_state() if training else None,
+                               meta={"source": "train.py", "iteration": self.iteration, **(meta or {})})
+
+    def save_checkpoint(self) -> str:
+        directory = self.settings.checkpoint_dir
+        path = os.path.join(directory, f"checkpoint_iter_{self.iteration}.pth")
+        save_checkpoint(self._checkpoint(training=True), path)
+        kept = sorted(((int(CHECKPOINT_PATTERN.search(p).group(1)), p)
+                       for p in glob.glob(os.path.join(directory, "checkpoint_iter_*.pth"))
+                       if CHECKPOINT_PATTERN.search(p)), reverse=True)
+        for _, old in kept[max(1, self.settings.keep_checkpoints):]:
+            os.unlink(old)
+        return path
+
+    # ------------------------------------------------------------- logs
+    def _open_logs(self):
+        os.makedirs(self.settings.experiment_dir, exist_ok=True)
+        self.log_path = os.path.join(self.settings.experiment_dir, "log.csv")
+        self.val_log_path = os.path.join(self.settings.experiment_dir, "val_log.csv")
+        for path in (self.log_path, self.val_log_path):
+            _truncate_csv(path, self.iteration)  # a resumed run rewrites what came after its checkpoint
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(os.path.join(self.settings.experiment_dir, "tensorboard"),
+                                        purge_step=self.iteration + 1)
+        except ImportError:
+            tqdm.write("note: tensorboard is not installed (pip install -r requirements-extras.txt); CSV log only")
+
+    def _log(self, values: dict, path: str) -> None:
+        new = not os.path.exists(path) or os.path.getsize(path) == 0
+        with open(path, "a", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(values))
+            if new:
+                writer.writeheader()
+            writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in values.items()})
+        if self.writer is not None:
+            prefix = "val" if path == self.val_log_path else "train"
+            for key, value in values.items():
+                if key not in ("iteration", "epoch") and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"{prefix}/{key}", value, values["iteration"])
+
+    # ------------------------------------------------------------- loop
+    def _set_train_mode(self) -> None:
+        self.network.train()
+        for name, module in self.network.named_modules():  # frozen parts keep their BatchNorm statistics too
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and any(
+                    name == p or name.startswith(p + ".") for p in self.optimizer_settings.freeze):
+                module.eval()
+
+    def step(self, batch_iterator) -> torch.Tensor:
+        """One optimiser step; returns the detached per-stage losses summed over the accumulated batches."""
+        self.optimizer.zero_grad(set_to_none=True)
+        total_parts = None
+        for micro in range(self.settings.batches_per_iter):
+            batch = next(batch_iterator)
+            images = images_to_network_input(batch["image"], self.device)
+            heatmaps = batch["heatmaps"].to(self.device, non_blocking=True)
+            pafs = batch["pafs"].to(self.device, non_blocking=True)
+            background = batch.get("background_mask")
+            heatmap_mask, paf_mask = loss_masks(batch["mask"].to(self.device, non_blocking=True),
+                                                batch["heatmap_channel_mask"].to(self.device),
+                                                batch["paf_channel_mask"].to(self.device),
+                                                None if background is None else background.to(self.device))
+            last = micro == self.settings.batches_per_iter - 1
+            sync = self.model.no_sync() if self.processes.distributed and not last else contextlib.nullcontext()
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    outputs = self.model(images)
+                loss, parts = pose_loss(outputs, heatmaps, pafs, heatmap_mask, paf_mask)
+                self.scaler.scale(loss / self.settings.batches_per_iter).backward()
+            parts = torch.stack([p.detach() for p in parts]) / self.settings.batches_per_iter
+            total_parts = parts if total_parts is None else total_parts + parts
+        before = self._new_channel_values()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self._amplify_new_channel_steps(before)
+        return total_parts
+
+    def _new_channel_values(self) -> list[tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]]:
+        """(parameter, dim, indices, values) of the grown channels, when they are to step further than the rest."""
+        if self.optimizer_settings.new_channel_lr_multiplier == 1 or not self.new_channels:
+            return []
+        parameters = dict(self.network.named_parameters())
+        values = []
+        for name, (dim, indices) in self.new_channels.items():
+            parameter = parameters.get(name)
+            if parameter is not None and parameter.requires_grad:
+                index = torch.as_tensor(indices, dtype=torch.long, device=parameter.device)
+                values.append((parameter, dim, index, parameter.detach().index_select(dim, index)))
+        return values
+
+    @torch.no_grad()
+    def _amplify_new_channel_steps(self, before) -> None:
+        # Per-channel learning rates do not exist in torch's optimisers, and Adam's step ignores the gradient's scale,
+        # so the grown channels' step itself is multiplied.
+        multiplier = self.optimizer_settings.new_channel_lr_multiplier
+        for parameter, dim, index, old in before:
+            step = parameter.index_select(dim, index) - old
+            parameter.index_copy_(dim, index, old + multiplier * step)
+
+    def _mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
+        if self.processes.distributed:
+            values = values.clone()
+            torch.distributed.all_reduce(values)
+            values /= self.processes.world_size
+        return values
+
+    def validate(self) -> dict | None:
+        metrics = None
+        if self.processes.is_main and self.validator is not None:
+            metrics = self.validator(self.network, self.keypoint_set, self.device)
+            self._set_train_mode()
+            improved = self.best_ap is None or metrics["AP"] > self.best_ap
+            if improved:
+                self.best_ap = metrics["AP"]
+                save_checkpoint(self._checkpoint(training=False, meta={"AP": metrics["AP"]}),
+                                os.path.join(self.settings.checkpoint_dir, "best.pth"))
+            self._log({"iteration": self.iteration, "epoch": self.epoch,
+                       **{k: float(metrics[k]) for k in ("AP", "AP50", "AP75", "AR")},
+                       "best_AP": float(self.best_ap)}, self.val_log_path)
+            tqdm.write(f"iteration {self.iteration}: val AP {metrics['AP']:.4f} (AP50 {metrics['AP50']:.3f}, "
+                       f"AR {metrics['AR']:.3f}){'  new best' if improved else ''}")
+        if self.processes.distributed:
+            torch.distributed.barrier()
+        return metrics
+
+    def run(self) -> dict:
+        s = self.settings
+        main = self.processes.is_main
+        if main:
+            self._open_logs()
+        self._set_train_mode()
+        batch_iterator = iter(self.batches)
+        window_parts, window_count, window_start = None, 0, time.perf_counter()
+        last_loss = math.nan
+        bar = tqdm(total=s.total_iterations, initial=self.iteration, desc="training", unit="it",
+                   disable=not (main and s.progress), dynamic_ncols=True)
+        try:
+            while self.iteration < s.total_iterations:
+                lr = set_learning_rates(self.optimizer, self.epoch, self.optimizer_settings)
+                parts = self.step(batch_iterator)
+                self.iteration += 1
+                window_parts = parts if window_parts is None else window_parts + parts
+                window_count += 1
+                bar.update(1)
+                if self.iteration % s.log_after == 0 or self.iteration == s.total_iterations:
+                    mean_parts = (self._mean_over_processes(window_parts) / window_count).cpu()
+                    last_loss = float(mean_parts.sum())
+                    elapsed = time.perf_counter() - window_start
+                    samples = window_count * s.batches_per_iter * s.batch_size * self.processes.world_size
+                    if main:
+                        row = {"iteration": self.iteration, "epoch": self.epoch, "loss": last_loss}
+                        for stage in range(len(mean_parts) // 2):
+                            row[f"stage{stage}_heatmaps"] = float(mean_parts[2 * stage])
+                            row[f"stage{stage}_pafs"] = float(mean_parts[2 * stage + 1])
+                        row.update({"lr": lr, "samples_per_second": samples / elapsed if elapsed > 0 else 0.0,
+                                    "seconds": elapsed})
+                        self._log(row, self.log_path)
+                        bar.set_postfix(loss=f"{last_loss:.2f}", samples_s=f"{row['samples_per_second']:.1f}",
+                                        epoch=self.epoch)
+                    window_parts, window_count, window_start = None, 0, time.perf_counter()
+                    if not math.isfinite(last_loss):
+                        raise FloatingPointError(f"loss is {last_loss} at iteration {self.iteration}")
+                if self.iteration % s.checkpoint_after == 0 and main:
+                    self.save_checkpoint()
+                if self.iteration % s.val_after == 0:
+                    self.validate()
+            if main and self.iteration % s.checkpoint_after != 0:
+                self.save_checkpoint()
+            if self.validator is not None and self.iteration % s.val_after != 0:
+                self.validate()
+        finally:
+            bar.close()
+            if main and self.writer is not None:
+                self.writer.close()
+        return {"iteration": self.iteration, "loss": last_loss, "best_ap": self.best_ap}
+
+
+def _truncate_csv(path: str, iteration: int) -> None:
+    """Keep the header and the rows up to `iteration`; a run starting at 0 starts an empty log."""
+    if not os.path.exists(path):
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= iteration] if iteration > 0 else []
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+    os.replace(tmp, path)

@@ -1,0 +1,262 @@
+"""What a training run starts from: the network (from scratch, ImageNet MobileNet, or another checkpoint's weights),
+the optimiser's parameter groups (per-module learning-rate multipliers, freezing), the learning-rate schedule,
+processes (torchrun), and the random states a resumed run restores.
+
+Everything stored in a checkpoint here is plain data (numbers, strings, lists, tensors), so checkpoints load with
+`torch.load(weights_only=True)`: the schedule is a list of epochs, not a torch scheduler object.
+"""
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from lwpose.checkpoint import CheckpointError, load_checkpoint, safe_torch_load
+from lwpose.growing import grow_network
+from lwpose.keypoints import KeypointSet, load_keypoint_set
+from modules.pose_network import Architecture, PoseNetwork, build_network
+
+# The reference's optimiser settings (REFERENCE.md): Adam, lr 4e-5, weight decay 5e-4, refinement stages x4,
+# biases x2, lr x0.333 at epochs 100, 200 and 260.
+DEFAULT_LR_MULTIPLIERS = {"refinement_stages": 4.0}
+
+
+@dataclass
+class OptimizerSettings:
+    base_lr: float = 4e-5
+    weight_decay: float = 5e-4
+    lr_multipliers: dict = field(default_factory=lambda: dict(DEFAULT_LR_MULTIPLIERS))
+    bias_lr_multiplier: float = 2.0
+    freeze: tuple = ()
+    lr_drop_epochs: tuple = (100, 200, 260)
+    lr_drop_factor: float = 0.333
+    # Channels a grown network gained (lwpose/growing.py) step this many times further than the rest of their tensor.
+    new_channel_lr_multiplier: float = 1.0
+
+    def to_dict(self) -> dict:
+        return {"base_lr": self.base_lr, "weight_decay": self.weight_decay,
+                "lr_multipliers": dict(self.lr_multipliers), "bias_lr_multiplier": self.bias_lr_multiplier,
+                "freeze": list(self.freeze), "lr_drop_epochs": list(self.lr_drop_epochs),
+                "lr_drop_factor": self.lr_drop_factor, "new_channel_lr_multiplier": self.new_channel_lr_multiplier}
+
+
+CONFIG_KEYS = set(OptimizerSettings().to_dict())
+
+
+def optimizer_settings_from_config(config: dict, path: str = "<config>") -> OptimizerSettings:
+    """Settings from a JSON config's entries (any subset of OptimizerSettings' fields); `lr_multipliers` add to
+    the defaults (refinement stages x4) rather than replace them."""
+    unknown = set(config) - CONFIG_KEYS
+    if unknown:
+        raise ValueError(f"config {path}: unknown entries {sorted(unknown)} (known: {sorted(CONFIG_KEYS)})")
+    settings = OptimizerSettings()
+    for key, value in config.items():
+        if key in ("freeze", "lr_drop_epochs"):
+            value = tuple(value)
+        elif key == "lr_multipliers":
+            if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
+                raise ValueError(f"config {path}: 'lr_multipliers' must map module names to numbers")
+            value = {**settings.lr_multipliers, **{str(k): float(v) for k, v in value.items()}}
+        setattr(settings, key, value)
+    return settings
+
+
+def _matches(name: str, prefix: str) -> bool:
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def _check_prefixes(network: nn.Module, prefixes, what: str) -> None:
+    names = [n for n, _ in network.named_parameters()]
+    modules = sorted({n.split(".")[0] for n in names})
+    for prefix in prefixes:
+        if not any(_matches(n, prefix) for n in names):
+            raise ValueError(f"{what} '{prefix}' names no part of the network (top-level modules: "
+                             f"{', '.join(modules)}; deeper parts by dotted path, e.g. 'refinement_stages.0')")
+
+
+def parameter_groups(network: nn.Module, settings: OptimizerSettings) -> list[dict]:
+    """Optimiser groups: each parameter's lr multiplier is its longest matching module prefix's (1 if none), times
+    `bias_lr_multiplier` for biases; biases, normalisation and depthwise weights get no weight decay. Parameters
+    under a frozen prefix stop requiring gradients and are left out."""
+    _check_prefixes(network, settings.freeze, "frozen module")
+    _check_prefixes(network, settings.lr_multipliers, "lr multiplier module")
+    no_decay = set()
+    for module_name, module in network.named_modules():
+        depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
+        for param_name, param in module.named_parameters(recurse=False):
+            if param.ndim <= 1 or depthwise:
+                no_decay.add(f"{module_name}.{param_name}" if module_name else param_name)
+    groups: dict[tuple, dict] = {}
+    for name, param in network.named_parameters():
+        if any(_matches(name, prefix) for prefix in settings.freeze):
+            param.requires_grad_(False)
+            continue
+        param.requires_grad_(True)
+        matching = [p for p in settings.lr_multipliers if _matches(name, p)]
+        multiplier = settings.lr_multipliers[max(matching, key=len)] if matching else 1.0
+        if name.endswith(".bias"):
+            multiplier *= settings.bias_lr_multiplier
+        decay = 0.0 if name in no_decay else settings.weight_decay
+        key = (multiplier, decay)
+        if key not in groups:
+            groups[key] = {"params": [], "lr": settings.base_lr * multiplier, "weight_decay": decay,
+                           "lr_multiplier": multiplier}
+        groups[key]["params"].append(param)
+    if not groups:
+        raise ValueError("every parameter is frozen: nothing to train")
+    return list(groups.values())
+
+
+def learning_rate_factor(epoch: int, settings: OptimizerSettings) -> float:
+    return settings.lr_drop_factor ** sum(1 for e in settings.lr_drop_epochs if epoch >= e)
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, epoch: int, settings: OptimizerSettings) -> float:
+    factor = learning_rate_factor(epoch, settings)
+    for group in optimizer.param_groups:
+        group["lr"] = settings.base_lr * group["lr_multiplier"] * factor
+    return settings.base_lr * factor
+
+
+# ----------------------------------------------------------------- networks
+def load_imagenet_mobilenet(network: PoseNetwork, path: str) -> int:
+    """Copy an ImageNet MobileNet v1 (the layout of the reference's `mobilenet_sgd_68.848.pth.tar`: 'state_dict'
+    with DataParallel's 'module.' prefix, `model.{i}.{j}` conv/BatchNorm tensors) into the backbone, tensor by
+    tensor where key and shape match. Returns how many tensors were copied."""
+    raw = safe_torch_load(path)
+    state = raw.get("state_dict", raw) if isinstance(raw, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"MobileNet weights {path}: no state dict found")
+    state = {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()
+             if isinstance(v, torch.Tensor)}
+    own = network.state_dict()
+    copied = {k: v for k, v in state.items() if k.startswith("model.") and k in own and own[k].shape == v.shape}
+    if not copied:
+        raise CheckpointError(f"MobileNet weights {path}: no tensor matches the backbone by key and shape (expected "
+                              "keys like 'module.model.1.0.weight'; the 'lwop' variant has the BatchNorm layout)")
+    network.load_state_dict(copied, strict=False)
+    return len(copied)
+
+
+@dataclass
+class StartingPoint:
+    network: PoseNetwork
+    architecture: Architecture
+    description: str
+    training_state: dict | None = None  # a checkpoint's training state, when resuming
+    new_channels: dict = field(default_factory=dict)  # parameter name -> (dim, indices) of channels grown new
+
+
+def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refinement_stages: int = 1,
+                     checkpoint_path: str | None = None, weights_only: bool = False,
+                     from_mobilenet: str | None = None) -> StartingPoint:
+    """The network to train: a checkpoint (resumed with its training state, or its weights only), else a fresh
+    network of `variant`, optionally with an ImageNet MobileNet backbone."""
+    if checkpoint_path:
+        checkpoint = load_checkpoint(checkpoint_path)
+        architecture = Architecture.from_dict(checkpoint["architecture"])
+        own_set = load_keypoint_set(checkpoint["keypoint_set"])
+        if not weights_only:
+            if "training" not in checkpoint:
+                raise CheckpointError(f"checkpoint {checkpoint_path} holds no training state to resume (imported "
+                                      "weights?); add --weights-only to start a new run from its weights")
+            if own_set.keypoints != keypoint_set.keypoints:
+                raise CheckpointError(f"checkpoint {checkpoint_path} was trained for keypoint set '{own_set.name}', "
+                                      f"the labels are in '{keypoint_set.name}'; resume needs the same set")
+            network = build_network(architecture)
+            network.load_state_dict(checkpoint["state_dict"])
+            return StartingPoint(network, architecture, f"resumed from {checkpoint_path} at iteration "
+                                 f"{checkpoint['training']['iteration']}", checkpoint["training"])
+        try:
+            grown = grow_network(checkpoint["state_dict"], architecture, own_set, keypoint_set)
+        except ValueError as e:
+            raise CheckpointError(f"checkpoint {checkpoint_path}: {e}") from None
+        note = f"weights of {checkpoint_path}"
+        if own_set.to_dict() != keypoint_set.to_dict():
+            note += f"; {grown.description}"
+        return StartingPoint(grown.network, grown.architecture, note, new_channels=grown.new_channels)
+    architecture = Architecture(keypoint_set.num_heatmaps, keypoint_set.num_pafs, variant, num_refinement_stages)
+    network = build_network(architecture)
+    if from_mobilenet:
+        count = load_imagenet_mobilenet(network, from_mobilenet)
+        return StartingPoint(network, architecture, f"ImageNet MobileNet backbone from {from_mobilenet} "
+                             f"({count} tensors loaded)")
+    return StartingPoint(network, architecture, "from scratch")
+
+
+# --------------------------------------------------------------- processes
+@dataclass(frozen=True)
+class ProcessGroup:
+    """This process's place in a torchrun launch (rank 0 of 1 without torchrun)."""
+
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+
+def init_processes(device: str) -> ProcessGroup:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPUs); one GPU per local rank."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torch_device = torch.device(device)
+    if torch_device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"--device {device}: CUDA is not available on this machine")
+        torch_device = torch.device("cuda", local_rank if world_size > 1 else (torch_device.index or 0))
+        torch.cuda.set_device(torch_device)
+    if world_size > 1 and not torch.distributed.is_initialized():
+        torch.distributed.init_process_group("nccl" if torch_device.type == "cuda" else "gloo")
+    return ProcessGroup(rank, world_size, local_rank, torch_device)
+
+
+# ------------------------------------------------------------ random states
+def capture_rng_states() -> dict:
+    version, state, gauss = random.getstate()
+    name, keys, position, has_gauss, cached = np.random.get_state()
+    states = {"python": {"version": version, "state": list(state), "gauss": gauss},
+              "numpy": {"name": name, "keys": torch.from_numpy(np.asarray(keys, np.int64)), "position": int(position),
+                        "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
+              "torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    python = states["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    n = states["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Same inputs, same results, run after run (slower on GPUs)."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = not enabled

@@ -1,0 +1,128 @@
+"""Turn a COCO-format keypoint file into prepared training labels (JSON; see datasets/prepared_labels.py).
+
+    python scripts/prepare_train_labels.py --labels person_keypoints_train2017.json --images-folder train2017 \
+        --keypoints lwop18 --output-name prepared_train_labels.json
+
+One training sample per person with enough keypoints (default >= 5) and area (default >= 32*32), carrying the other
+people of its image; crowd regions and people without keypoints become ignore regions (zero loss weight).
+The file's keypoints are converted to the target set by name (plus the set's derived keypoints, e.g. lwop18's neck).
+
+    python scripts/prepare_train_labels.py --mix recipe.json --output-name prepared_mix.json
+
+prepares every source of a mix recipe (several datasets, any keypoint sets) into one file with a source each.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from datasets.coco_reader import AnnotationError, find_missing_images, read_coco_keypoints  # noqa: E402
+from datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
+from datasets.prepared_labels import SelectionSettings, build_prepared_labels  # noqa: E402
+from lwpose.keypoints import KeypointSetError, load_keypoint_set  # noqa: E402
+
+DEFAULTS = SelectionSettings()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--labels", default=None, help="COCO-format keypoint annotations (JSON)")
+    parser.add_argument("--mix", default=None, metavar="RECIPE",
+                        help="prepare every source of a mix recipe (datasets/mix_recipe.py) into one file instead; "
+                             "the recipe gives the sets, paths and selection")
+    parser.add_argument("--keypoints", default="lwop18",
+                        help="target keypoint set, the model's (shipped name or JSON file; default lwop18)")
+    parser.add_argument("--source-keypoints", default=None,
+                        help="keypoint set the file is labelled in (default: found from its category's names)")
+    parser.add_argument("--images-folder", default=None,
+                        help="folder of the images: checked for missing files and recorded for train.py")
+    parser.add_argument("--output-name", default="prepared_train_labels.json", help="prepared labels to write")
+    parser.add_argument("--min-keypoints", type=int, default=DEFAULTS.min_keypoints,
+                        help=f"labelled keypoints a training sample's person needs (default {DEFAULTS.min_keypoints})")
+    parser.add_argument("--min-area", type=float, default=DEFAULTS.min_area,
+                        help=f"area a training sample's person needs, in pixels (default {DEFAULTS.min_area:g})")
+    parser.add_argument("--min-center-distance", type=float, default=DEFAULTS.min_center_distance,
+                        help="skip a person whose box centre is closer than this times an already kept person's "
+                             f"box width (default {DEFAULTS.min_center_distance})")
+    parser.add_argument("--source-name", default=None, help="name of this source (default: the labels file's)")
+    return parser.parse_args(argv)
+
+
+def format_summary(summary: dict, keypoint_set_name: str, source, settings: SelectionSettings) -> str:
+    s = summary
+    lines = [
+        f"source '{source.name}' (keypoint set '{source.keypoint_set.name}') -> '{keypoint_set_name}': "
+        f"{source.conversion}",
+        f"annotations: {s['annotations']} in {s['images']} images",
+        f"  people with keypoints:          {s['people_with_keypoints']}",
+        f"  training samples (main people): {s['samples']} in {s['images_with_samples']} images",
+        f"  not a main person, too few keypoints (< {settings.min_keypoints}): {s['dropped_too_few_keypoints']}"
+        " (still trained as other people)",
+        f"  not a main person, too small (area < {settings.min_area:g}): {s['dropped_too_small']}"
+        " (still trained as other people)",
+        f"  not a main person, too close to a kept one: {s['dropped_too_close']} (still trained as other people)",
+        f"ignore regions: {s['crowd_regions']} crowd, {s['people_without_keypoints']} people without keypoints, "
+        f"{s['people_without_target_keypoints']} people without keypoints of '{keypoint_set_name}'",
+    ]
+    if s["images_missing"]:
+        lines.append(f"images missing from disk: {s['images_missing']} ({s['people_in_missing_images']} annotations "
+                     "dropped)")
+    return "\n".join(lines)
+
+
+def prepare_mix(args) -> int:
+    try:
+        recipe = load_mix_recipe(args.mix)
+        labels = prepare_mixed_labels(recipe, progress=True)
+    except (RecipeError, KeypointSetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    labels.save(args.output_name)
+    print(f"wrote {args.output_name}: {len(labels)} samples of {len(labels.sources)} sources in keypoint set "
+          f"'{labels.keypoint_set.name}' (train with: train.py --mix {args.mix} --prepared-train-labels "
+          f"{args.output_name})")
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.mix:
+        return prepare_mix(args)
+    if not args.labels:
+        print("error: give --labels (a COCO-format file) or --mix (a recipe)", file=sys.stderr)
+        return 2
+    settings = SelectionSettings(args.min_keypoints, args.min_area, args.min_center_distance)
+    try:
+        target = load_keypoint_set(args.keypoints)
+        coco = read_coco_keypoints(args.labels, target, args.source_keypoints)
+        missing = []
+        if args.images_folder:
+            if not os.path.isdir(args.images_folder):
+                raise AnnotationError(f"images folder {args.images_folder} does not exist")
+            missing = find_missing_images(coco, args.images_folder)
+            if missing:
+                print(f"{len(missing)} of {len(coco.images)} images are missing from {args.images_folder}; their "
+                      f"people are left out: {', '.join(missing[:20])}" + (" ..." if len(missing) > 20 else ""))
+            if coco.images and len(missing) == len(coco.images):
+                raise AnnotationError(f"{args.labels}: none of its {len(coco.images)} images is in "
+                                      f"{args.images_folder}; wrong --images-folder?")
+        else:
+            print("note: no --images-folder given, images were not checked; pass --train-images-folder to train.py")
+        labels = build_prepared_labels(coco, target, settings, args.images_folder, set(missing), args.source_name)
+        labels.summary["missing_image_files"] = missing
+    except (AnnotationError, KeypointSetError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if not len(labels):
+        print(f"error: {args.labels}: no person qualifies as a training sample (>= {settings.min_keypoints} "
+              f"keypoints, area >= {settings.min_area:g}); nothing written", file=sys.stderr)
+        return 2
+    labels.save(args.output_name)
+    print(format_summary(labels.summary, target.name, labels.sources[0], settings))
+    print(f"wrote {args.output_name}: {len(labels)} samples")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,256 @@
+"""Train a pose network on prepared labels (scripts/prepare_train_labels.py), on a CPU, a GPU, or many (torchrun).
+
+    python train.py --prepared-train-labels prepared_train_labels.json --train-images-folder train2017 \
+        --from-mobilenet mobilenet_sgd_68.848.pth.tar --experiment-name coco --device cuda --amp bf16
+    torchrun --nproc_per_node=8 train.py ...          # one process per GPU (DistributedDataParallel)
+    python train.py --mix recipe.json ...             # several datasets at once (datasets/mix_recipe.py)
+    python train.py ... --resume                      # continue the experiment from its latest checkpoint
+
+Outputs go to runs/EXPERIMENT/: checkpoints/ (checkpoint_iter_N.pth, best.pth by val AP), log.csv, val_log.csv,
+tensorboard/.
+"""
+import argparse
+import json
+import os
+import sys
+
+import torch
+
+from datasets.augmentation import AugmentationConfig
+from datasets.loader import InfiniteBatchSampler, make_train_loader
+from datasets.pose_dataset import CACHE_MODES, PoseTrainingDataset, TargetConfig
+from datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
+from datasets.mix_sampler import mixed_sampler_for
+from datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
+from lwpose.checkpoint import CheckpointError
+from lwpose.coco_eval import GroundTruthError
+from lwpose.images import ImageReadError
+from lwpose.keypoints import KeypointSetError
+from lwpose.trainer import AMP_DTYPES, RunSettings, Trainer, Validator, latest_checkpoint
+from lwpose.training_setup import (OptimizerSettings, init_processes, optimizer_settings_from_config,
+                                   seed_everything, set_deterministic, starting_network)
+from modules.pose_network import VARIANTS
+
+DEFAULT_OPTIMIZER = OptimizerSettings()
+DEFAULT_AUGMENTATION = AugmentationConfig()
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    data = parser.add_argument_group("data")
+    data.add_argument("--prepared-train-labels", default=None,
+                      help="prepared labels (JSON); with --mix, the recipe's labels prepared beforehand "
+                           "(scripts/prepare_train_labels.py --mix), else they are prepared at start-up")
+    data.add_argument("--mix", default=None, metavar="RECIPE",
+                      help="mix recipe (JSON): several datasets, their keypoint sets, per-batch source ratios")
+    data.add_argument("--train-images-folder", default=None,
+                      help="images folder (default: the one recorded in the prepared labels)")
+    data.add_argument("--num-workers", type=int, default=8, help="data loader processes (0: in this process)")
+    data.add_argument("--image-cache", choices=CACHE_MODES, default="auto",
+                      help="decode every image once into memory (auto: when they fit --image-cache-mb)")
+    data.add_argument("--image-cache-mb", type=float, default=2048, help="memory budget of the image cache")
+    data.add_argument("--input-size", type=int, default=DEFAULT_AUGMENTATION.input_size, help="square crop side")
+    data.add_argument("--scale-range", type=float, nargs=2, metavar=("MIN", "MAX"),
+                      default=(DEFAULT_AUGMENTATION.scale_min, DEFAULT_AUGMENTATION.scale_max),
+                      help="random factor on the person's height (0.6 of the crop)")
+    data.add_argument("--max-rotate-degree", type=float, default=DEFAULT_AUGMENTATION.max_rotate_degree)
+    data.add_argument("--center-perturb-max", type=float, default=DEFAULT_AUGMENTATION.center_perturb_max)
+    data.add_argument("--flip-prob", type=float, default=DEFAULT_AUGMENTATION.flip_prob)
+    data.add_argument("--no-colour-jitter", action="store_true", help="no brightness/contrast/saturation jitter")
+    data.add_argument("--no-augmentation", action="store_true", help="centred crops only, nothing random")
+    data.add_argument("--sigma", type=float, default=TargetConfig.sigma, help="heatmap Gaussian sigma, input px")
+    data.add_argument("--paf-thickness", type=float, default=TargetConfig.paf_thickness,
+                      help="PAF half-width, output cells")
+
+    model = parser.add_argument_group("starting point")
+    model.add_argument("--variant", choices=VARIANTS, default="lwop", help="network layout of a new network")
+    model.add_argument("--num-refinement-stages", type=int, default=1, help="refinement stages of a new network")
+    model.add_argument("--from-mobilenet", default=None, metavar="PATH",
+                       help="ImageNet MobileNet v1 weights (mobilenet_sgd_68.848.pth.tar layout) for the backbone")
+    model.add_argument("--checkpoint-path", default=None,
+                       help="lwpose checkpoint to continue (with its training state) or, with --weights-only, to "
+                            "start from")
+    model.add_argument("--weights-only", action="store_true",
+                       help="take only the weights of --checkpoint-path (new optimiser, iteration 0)")
+    model.add_argument("--resume", action="store_true", help="continue this experiment from its latest checkpoint")
+
+    optim = parser.add_argument_group("optimisation")
+    optim.add_argument("--config", default=None,
+                       help="JSON with any of: base_lr, weight_decay, lr_multipliers {module: x}, "
+                            "bias_lr_multiplier, freeze [modules], lr_drop_epochs, lr_drop_factor")
+    optim.add_argument("--base-lr", type=float, default=None, help=f"default {DEFAULT_OPTIMIZER.base_lr}")
+    optim.add_argument("--weight-decay", type=float, default=None, help=f"default {DEFAULT_OPTIMIZER.weight_decay}")
+    optim.add_argument("--lr-mult", action="append", default=[], metavar="MODULE=X",
+                       help="learning-rate multiplier of a module (dotted prefix, e.g. refinement_stages=4, "
+                            "model=0.1); repeatable")
+    optim.add_argument("--bias-lr-mult", type=float, default=None,
+                       help=f"extra multiplier for biases (default {DEFAULT_OPTIMIZER.bias_lr_multiplier})")
+    optim.add_argument("--freeze", action="append", default=[], metavar="MODULE",
+                       help="do not train this module (e.g. model = the backbone); repeatable")
+    optim.add_argument("--lr-drop-epochs", type=int, nargs="*", default=None,
+                       help=f"epochs where lr is multiplied by --lr-drop-factor (default "
+                            f"{' '.join(map(str, DEFAULT_OPTIMIZER.lr_drop_epochs))})")
+    optim.add_argument("--lr-drop-factor", type=float, default=None)
+    optim.add_argument("--new-channel-lr-mult", type=float, default=None,
+                       help="channels a grown network gained (its keypoint set extends the checkpoint's) step this "
+                            "many times further than the others (default 1)")
+    optim.add_argument("--batch-size", type=int, default=80, help="samples per process per batch (default 80)")
+    optim.add_argument("--batches-per-iter", type=int, default=1, help="batches accumulated per optimiser step")
+    optim.add_argument("--epochs", type=int, default=280)
+    optim.add_argument("--max-iterations", type=int, default=None, help="stop after this many iterations in all")
+    optim.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None, help="mixed precision")
+
+    run = parser.add_argument_group("run")
+    run.add_argument("--experiment-name", default="default", help="outputs go to EXPERIMENTS_FOLDER/NAME")
+    run.add_argument("--experiments-folder", default="runs")
+    run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    run.add_argument("--log-after", type=int, default=100, help="log every N iterations")
+    run.add_argument("--checkpoint-after", type=int, default=5000, help="checkpoint every N iterations")
+    run.add_argument("--keep-checkpoints", type=int, default=3, help="how many recent checkpoints to keep")
+    run.add_argument("--val-after", type=int, default=5000, help="validate every N iterations")
+    run.add_argument("--val-labels", default=None, help="COCO keypoint ground truth to validate on")
+    run.add_argument("--val-images-folder", default=None)
+    run.add_argument("--val-height-size", type=int, default=368)
+    run.add_argument("--val-max-images", type=int, default=None)
+    run.add_argument("--seed", type=int, default=0)
+    run.add_argument("--deterministic", action="store_true", help="reproducible run to run (slower on GPUs)")
+    run.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def optimizer_settings(args) -> OptimizerSettings:
+    if args.config:
+        try:
+            with open(args.config) as f:
+                config = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"config {args.config}: {e}") from None
+        settings = optimizer_settings_from_config(config, args.config)
+    else:
+        settings = OptimizerSettings()
+    for name, value in (("base_lr", args.base_lr), ("weight_decay", args.weight_decay),
+                        ("bias_lr_multiplier", args.bias_lr_mult), ("lr_drop_factor", args.lr_drop_factor),
+                        ("new_channel_lr_multiplier", args.new_channel_lr_mult)):
+        if value is not None:
+            setattr(settings, name, value)
+    if args.lr_drop_epochs is not None:
+        settings.lr_drop_epochs = tuple(args.lr_drop_epochs)
+    for item in args.lr_mult:
+        module, _, value = item.partition("=")
+        try:
+            settings.lr_multipliers[module.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"--lr-mult {item}: expected MODULE=NUMBER") from None
+    settings.freeze = tuple(settings.freeze) + tuple(args.freeze)
+    return settings
+
+
+def augmentation_config(args) -> AugmentationConfig:
+    if args.no_augmentation:
+        return AugmentationConfig.off(args.input_size)
+    colour = {} if not args.no_colour_jitter else {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0,
+                                                  "colour_balance": 0.0}
+    return AugmentationConfig(input_size=args.input_size, scale_min=args.scale_range[0], scale_max=args.scale_range[1],
+                              max_rotate_degree=args.max_rotate_degree, center_perturb_max=args.center_perturb_max,
+                              flip_prob=args.flip_prob, **colour)
+
+
+def training_labels(args, recipe, say) -> PreparedLabels:
+    """The prepared labels to train on: the file given, or the recipe's sources prepared now."""
+    if recipe is None:
+        if not args.prepared_train_labels:
+            raise ValueError("give --prepared-train-labels (scripts/prepare_train_labels.py) or --mix RECIPE")
+        return load_prepared_labels(args.prepared_train_labels)
+    if args.prepared_train_labels:
+        labels = load_prepared_labels(args.prepared_train_labels)
+        expected = [s.name for s in recipe.sources]
+        if [s.name for s in labels.sources] != expected or labels.keypoint_set.keypoints != recipe.target.keypoints:
+            raise ValueError(f"prepared labels {args.prepared_train_labels} hold sources "
+                             f"{[s.name for s in labels.sources]} in keypoint set '{labels.keypoint_set.name}', the "
+                             f"recipe {args.mix} names {expected} in '{recipe.target.name}'; prepare them again "
+                             "(scripts/prepare_train_labels.py --mix)")
+        return labels
+    return prepare_mixed_labels(recipe, report=say)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    set_deterministic(args.deterministic)
+    processes = init_processes(args.device)
+    say = print if processes.is_main else (lambda *a, **k: None)
+    experiment_dir = os.path.join(args.experiments_folder, args.experiment_name)
+    try:
+        recipe = load_mix_recipe(args.mix) if args.mix else None
+        labels = training_labels(args, recipe, say)
+        checkpoint_path, weights_only = args.checkpoint_path, args.weights_only
+        if args.resume:
+            checkpoint_path, weights_only = latest_checkpoint(experiment_dir), False
+            if checkpoint_path is None:
+                raise CheckpointError(f"--resume: no checkpoint in {experiment_dir}/checkpoints")
+        seed_everything(args.seed)
+        start = starting_network(labels.keypoint_set, args.variant, args.num_refinement_stages, checkpoint_path,
+                                 weights_only, args.from_mobilenet)
+        settings = optimizer_settings(args)
+        validator = None
+        if args.val_labels:
+            if not args.val_images_folder:
+                raise ValueError("--val-labels needs --val-images-folder")
+            validator = Validator(args.val_labels, args.val_images_folder, args.val_height_size, args.val_max_images)
+        dataset = PoseTrainingDataset(
+            labels, [args.train_images_folder] * len(labels.sources) if args.train_images_folder else None,
+            augmentation_config(args), TargetConfig(args.sigma, args.paf_thickness), seed=args.seed,
+            image_cache=args.image_cache, cache_budget_mb=args.image_cache_mb,
+            progress=processes.is_main and not args.no_progress)
+        iteration = start.training_state["iteration"] if start.training_state else 0
+        if recipe is None:
+            sampler = InfiniteBatchSampler(len(dataset), args.batch_size, args.seed,
+                                           start_batch=iteration * args.batches_per_iter, rank=processes.rank,
+                                           world_size=processes.world_size)
+        else:
+            sampler = mixed_sampler_for(labels, recipe.source_ratios, [s.sample_ratio_factor for s in recipe.sources],
+                                        args.batch_size, args.seed, iteration * args.batches_per_iter,
+                                        processes.rank, processes.world_size)
+    except (PreparedLabelsError, CheckpointError, GroundTruthError, KeypointSetError, ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    total = args.max_iterations or args.epochs * sampler.batches_per_epoch // args.batches_per_iter
+    run_settings = RunSettings(
+        experiment_dir, total, sampler.batches_per_epoch, args.batch_size, args.batches_per_iter, args.amp,
+        args.log_after, args.checkpoint_after, args.val_after, args.keep_checkpoints, not args.no_progress,
+        data={"labels": os.path.abspath(args.prepared_train_labels or args.mix), "samples": len(dataset),
+              "seed": args.seed,
+              "batch_size": args.batch_size, "batches_per_iter": args.batches_per_iter,
+              "world_size": processes.world_size, "augmentation": repr(dataset.augmentation),
+              **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})})
+    loader = make_train_loader(dataset, sampler, args.num_workers, pin_memory=processes.device.type == "cuda")
+    try:
+        trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
+                          settings, validator, start.training_state, start.new_channels)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    say(f"network: {start.architecture.variant}, {start.architecture.num_refinement_stages} refinement stage(s), "
+        f"keypoint set '{labels.keypoint_set.name}'; {start.description}")
+    say(f"data: {len(dataset)} samples, {sampler.batches_per_epoch} batches of {args.batch_size} per epoch x "
+        f"{processes.world_size} process(es); images "
+        + (f"decoded once into memory ({dataset.images.cache_megabytes:.0f} MB)" if dataset.images.cached
+           else "decoded per sample"))
+    if recipe is not None:
+        say(f"mix '{recipe.name}' ({recipe.mode}): every batch of {args.batch_size} holds "
+            + ", ".join(f"{count} {source.name}" for count, source in zip(sampler.counts, labels.sources)))
+    say(f"training to iteration {total} on {processes.device} (amp: {args.amp or 'off'}), outputs in {experiment_dir}")
+    try:
+        result = trainer.run()
+    except ImageReadError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if processes.distributed:
+            torch.distributed.destroy_process_group()
+    say(f"done: iteration {result['iteration']}, loss {result['loss']:.4f}"
+        + (f", best val AP {result['best_ap']:.4f}" if result["best_ap"] is not None else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
