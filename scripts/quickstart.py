@@ -179,7 +179,7 @@ def quickstart(args) -> dict:
                            "--batch-size", str(args.batch_size),
                            "--max-iterations", str(iterations), "--num-workers", str(args.num_workers),
                            "--log-after", str(max(1, min(20, iterations // 10))),
-                           "--checkpoint-after", str(iterations), "--keep-checkpoints", "1", *progress], timings)
+                           "--checkpoint-after", str(min(iterations, 200)), "--keep-checkpoints", "1", *progress], timings)
         checkpoint = os.path.join(experiment_dir, "checkpoints", f"checkpoint_iter_{iterations}.pth")
         outputs["loss curve"] = os.path.join(out, "loss_curve.png")
         plot_loss_curve(os.path.join(experiment_dir, "log.csv"), outputs["loss curve"])
@@ -217,7 +217,8 @@ def main(argv=None) -> int:
     print("\n== quickstart done in {:.0f} s (CPU {:.0f} s)".format(
         time.perf_counter() - start, sum(t["cpu_s"] for t in result["timings"])))
     for name, path in result["outputs"].items():
-        print(f"  {name + ':':<20} {os.path.relpath(path)}")
+        shown = os.path.relpath(path)
+        print(f"  {name + ':':<20} {path if shown.startswith('..') else shown}")
     print(f"validation AP on the held-out synthetic split: {result['ap']:.3f}")
     return 0
 

@@ -50,11 +50,11 @@ def test_quickstart_writes_every_output_and_they_open(trained):
     lines = (out / "demo_poses.jsonl").read_text().splitlines()
     assert len(lines) == 8 and all("people" in json.loads(line) for line in lines)
     metrics = json.loads((out / "validation.json").read_text())
-    assert 0.0 <= metrics["metrics"]["AP"] <= 1.0
+    assert 0.0 <= metrics["AP"] <= 1.0
     report = (out / "validation.txt").read_text()
     assert "AP" in report and "train" in report
-    for path in ("loss_curve.png", "validation.txt", "demo_poses.jsonl"):
-        assert os.path.relpath(out / path) in stdout or str(out / path) in stdout or path in stdout
+    for path in ("loss_curve.png", "validation.txt", "demo_poses.jsonl", videos[0].name):
+        assert str(out / path) in stdout
 
 
 @pytest.mark.slow
