@@ -151,7 +151,10 @@ def captioned(tile: np.ndarray, caption: str) -> np.ndarray:
 def sample_row(dataset: PoseTrainingDataset, index: int, draws: int, seed: int, drawer: PoseDrawer):
     """The tiles of one sample and what each is: (caption, tile, record)."""
     tile, matrix = original_tile(dataset, index, drawer)
-    tiles = [("original", tile, {"kind": "original", "matrix": matrix.tolist()})]
+    labels = dataset.labels
+    source = labels.sources[labels.images[labels.samples[index][0]].source].name
+    caption = f"original ({source})" if len(labels.sources) > 1 else "original"
+    tiles = [(caption, tile, {"kind": "original", "source": source, "matrix": matrix.tolist()})]
     first_sample = None
     for draw in range(draws):
         rng = np.random.default_rng((seed, draw, index))
