@@ -86,6 +86,7 @@ def run_step(name: str, command: list, timings: list) -> str:
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
     timings.append({"step": name, "wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(cpu, 1)})
+    print(f"({name}: {timings[-1]['wall_s']:.0f} s, CPU {timings[-1]['cpu_s']:.0f} s)", flush=True)
     if status != 0:
         raise StepFailed(f"step '{name}' failed with exit status {status}: {shlex.join(command)}")
     return "".join(printed)
