@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 TORCH_VERSION ?= 2.13.0
 
-.PHONY: setup test test-fast clean-venv
+.PHONY: setup test test-fast quickstart clean-venv
 
 $(VENV)/.installed: requirements.txt requirements-extras.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test: setup
 # Everything but the tests marked slow.
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow" tests
+
+# Synthetic data, a small model trained from scratch on the CPU, validation and a demo video (README, top).
+# CHECKPOINT=path.pth validates and demos that model instead of training one.
+quickstart: setup
+	$(PY) scripts/quickstart.py $(if $(CHECKPOINT),--checkpoint-path $(CHECKPOINT))
 
 clean-venv:
 	rm -rf $(VENV)

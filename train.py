@@ -65,6 +65,10 @@ def parse_args(argv=None):
     model = parser.add_argument_group("starting point")
     model.add_argument("--variant", choices=VARIANTS, default="lwop", help="network layout of a new network")
     model.add_argument("--num-refinement-stages", type=int, default=1, help="refinement stages of a new network")
+    model.add_argument("--num-channels", type=int, default=128,
+                       help="channels of a new network after the backbone (CPM and stages)")
+    model.add_argument("--backbone-width", type=float, default=1.0,
+                       help="MobileNet width multiplier of a new network (0.25 for a small CPU model)")
     model.add_argument("--from-mobilenet", default=None, metavar="PATH",
                        help="ImageNet MobileNet v1 weights (mobilenet_sgd_68.848.pth.tar layout) for the backbone")
     model.add_argument("--checkpoint-path", default=None,
@@ -189,7 +193,7 @@ def main(argv=None) -> int:
                 raise CheckpointError(f"--resume: no checkpoint in {experiment_dir}/checkpoints")
         seed_everything(args.seed)
         start = starting_network(labels.keypoint_set, args.variant, args.num_refinement_stages, checkpoint_path,
-                                 weights_only, args.from_mobilenet)
+                                 weights_only, args.from_mobilenet, args.num_channels, args.backbone_width)
         settings = optimizer_settings(args)
         validator = None
         if args.val_labels:

@@ -164,10 +164,9 @@ class PoseTrainingDataset(Dataset):
             out = {name: np.empty(shape, dtype) for name, (shape, dtype) in self.sample_layout().items()}
         image_index, person_index = self.labels.samples[index]
         info = self.labels.images[image_index]
-        x, y, w, h = info.bboxes[person_index]
-        center = (x + w / 2 - 0.5, y + h / 2 - 0.5)  # box in pixel edges, centre in pixel centres
+        h = info.bboxes[person_index][3]
         size = self.augmentation.input_size
-        matrix = crop_matrix(center, h, params, self.augmentation)
+        matrix = self.sample_crop_matrix(index, params)
 
         image, reduction = self.images.load(image_index, crop_scale(h, params, self.augmentation))
         image_matrix = compose(matrix, reduced_to_full(reduction))
@@ -180,9 +179,7 @@ class PoseTrainingDataset(Dataset):
         if jittered is not out["image"]:  # OpenCV writes in place when it can; copy when it could not
             out["image"][...] = jittered
 
-        keypoints = transform_keypoints(info.keypoints, matrix)
-        if params.flip:
-            keypoints = flip_keypoints(keypoints, size, self.keypoint_set.flip_permutation)
+        keypoints = self.crop_keypoints(index, params)
         make_targets(keypoints, self.keypoint_set, (self.map_size, self.map_size), self.targets.stride,
                      self.targets.sigma, self.targets.paf_thickness, out=(out["heatmaps"], out["pafs"]))
         out["mask"][...] = self._loss_weight_map(image_index, matrix, params.flip)
@@ -195,6 +192,22 @@ class PoseTrainingDataset(Dataset):
             out["background_mask"][...] = 1.0
         out["source"][...] = info.source
         return out
+
+    def sample_crop_matrix(self, index: int, params: AugmentParams) -> np.ndarray:
+        """2x3 map from the image of sample `index` to its crop under `params`, before any flip."""
+        image_index, person_index = self.labels.samples[index]
+        x, y, w, h = self.labels.images[image_index].bboxes[person_index]
+        center = (x + w / 2 - 0.5, y + h / 2 - 0.5)  # box in pixel edges, centre in pixel centres
+        return crop_matrix(center, h, params, self.augmentation)
+
+    def crop_keypoints(self, index: int, params: AugmentParams) -> np.ndarray:
+        """(P, K, 3) every person of sample `index`'s image in its crop, mirrored and left/right swapped when
+        `params` flips: what the targets are made from."""
+        info = self.labels.images[self.labels.samples[index][0]]
+        keypoints = transform_keypoints(info.keypoints, self.sample_crop_matrix(index, params))
+        if params.flip:
+            keypoints = flip_keypoints(keypoints, self.augmentation.input_size, self.keypoint_set.flip_permutation)
+        return keypoints
 
     def _loss_weight_map(self, image_index: int, matrix: np.ndarray, flip: bool) -> np.ndarray:
         """(S/8, S/8) float32: 1 - the share of each output cell inside an ignore region."""

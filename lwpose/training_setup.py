@@ -83,7 +83,11 @@ def parameter_groups(network: nn.Module, settings: OptimizerSettings) -> list[di
     `bias_lr_multiplier` for biases; biases, normalisation and depthwise weights get no weight decay. Parameters
     under a frozen prefix stop requiring gradients and are left out."""
     _check_prefixes(network, settings.freeze, "frozen module")
-    _check_prefixes(network, settings.lr_multipliers, "lr multiplier module")
+    # The default multiplier of refinement stages has nothing to name in a network without any.
+    _check_prefixes(network, [p for p in settings.lr_multipliers
+                              if not (p in DEFAULT_LR_MULTIPLIERS
+                                      and settings.lr_multipliers[p] == DEFAULT_LR_MULTIPLIERS[p])],
+                    "lr multiplier module")
     no_decay = set()
     for module_name, module in network.named_modules():
         depthwise = isinstance(module, nn.Conv2d) and module.groups > 1 and module.groups == module.in_channels
@@ -153,9 +157,11 @@ class StartingPoint:
 
 def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refinement_stages: int = 1,
                      checkpoint_path: str | None = None, weights_only: bool = False,
-                     from_mobilenet: str | None = None) -> StartingPoint:
+                     from_mobilenet: str | None = None, num_channels: int = 128,
+                     backbone_width: float = 1.0) -> StartingPoint:
     """The network to train: a checkpoint (resumed with its training state, or its weights only), else a fresh
-    network of `variant`, optionally with an ImageNet MobileNet backbone."""
+    network of `variant` (`num_channels` wide after the backbone, a backbone `backbone_width` times MobileNet's),
+    optionally with an ImageNet MobileNet backbone."""
     if checkpoint_path:
         checkpoint = load_checkpoint(checkpoint_path)
         architecture = Architecture.from_dict(checkpoint["architecture"])
@@ -179,7 +185,8 @@ def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refin
         if own_set.to_dict() != keypoint_set.to_dict():
             note += f"; {grown.description}"
         return StartingPoint(grown.network, grown.architecture, note, new_channels=grown.new_channels)
-    architecture = Architecture(keypoint_set.num_heatmaps, keypoint_set.num_pafs, variant, num_refinement_stages)
+    architecture = Architecture(keypoint_set.num_heatmaps, keypoint_set.num_pafs, variant, num_refinement_stages,
+                                num_channels, backbone_width)
     network = build_network(architecture)
     if from_mobilenet:
         count = load_imagenet_mobilenet(network, from_mobilenet)

@@ -1,0 +1,228 @@
+"""The whole project on nothing but a CPU: synthetic data, labels, training, validation and a demo, end to end.
+
+    python scripts/quickstart.py                                   # make quickstart
+    python scripts/quickstart.py --checkpoint-path weights/hpe0001.pth   # skip training: validate and demo these
+
+Every step is the project's own entry point run as a subprocess, exactly as a user would type it (each command is
+printed): scripts/synthetic_data.py, scripts/prepare_train_labels.py, train.py, val.py, demo.py. The outputs, all
+under --output-dir (default outputs/quickstart):
+
+    data/                       synthetic train / val splits (COCO format) and the walking video
+    prepared_train_labels.json  the training labels
+    runs/quickstart/            train.py's experiment: checkpoints/, log.csv, tensorboard/
+    loss_curve.png              training loss per stage against iterations
+    validation.json, validation.txt   val.py's metrics on the held-out split, and the report with the AP
+    demo.mp4 (or demo.avi), demo_poses.jsonl   demo.py on the synthetic video, tracked
+
+The defaults are sized for a 2-core CPU to train a small network from scratch in about ten minutes; the scene
+settings make an easier world than the generator's default (fewer, larger people, no crowds, nobody cut by the
+border), the held-out split is drawn from the same settings with its own random stream.
+"""
+import argparse
+import csv
+import json
+import os
+import resource
+import shlex
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from lwpose.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+
+EXPERIMENT = "quickstart"
+# The world the quickstart trains on: the generator's figures, fewer and larger than its default scenes.
+SCENE_ARGS = ["--people", "1", "2", "--person-height", "0.6", "0.9", "--small-people", "0", "0",
+              "--crowd-probability", "0", "--partial-probability", "0", "--back-view-probability", "0"]
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output-dir", default=os.path.join("outputs", "quickstart"))
+    parser.add_argument("--checkpoint-path", default=None,
+                        help="an lwpose checkpoint (e.g. from scripts/import_weights.py): no training, validate and "
+                             "demo this model")
+    data = parser.add_argument_group("data")
+    data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--train-images", type=int, default=2000)
+    data.add_argument("--val-images", type=int, default=200)
+    data.add_argument("--video-frames", type=int, default=100)
+    data.add_argument("--image-size", type=int, default=128, help="long side of the synthetic images")
+    train = parser.add_argument_group("training (train.py's flags)")
+    train.add_argument("--iterations", type=int, default=1600, help="train.py --max-iterations")
+    train.add_argument("--batch-size", type=int, default=16)
+    train.add_argument("--input-size", type=int, default=128)
+    train.add_argument("--backbone-width", type=float, default=0.25)
+    train.add_argument("--num-channels", type=int, default=32)
+    train.add_argument("--num-refinement-stages", type=int, default=1)
+    train.add_argument("--base-lr", type=float, default=2e-3)
+    train.add_argument("--num-workers", type=int, default=1)
+    parser.add_argument("--height-size", type=int, default=None,
+                        help="network input height for val.py and demo.py (default: --input-size when training, "
+                             "368 with --checkpoint-path)")
+    parser.add_argument("--no-progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def run_step(name: str, command: list, timings: list) -> str:
+    """Run one entry point, its output shown as it comes; record its wall time and the CPU time of the processes
+    it started. Returns what it printed on stdout."""
+    print(f"\n== {name}\n$ {shlex.join(command)}", flush=True)
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    printed = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        printed.append(line)
+    status = process.wait()
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    timings.append({"step": name, "wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(cpu, 1)})
+    print(f"({name}: {timings[-1]['wall_s']:.0f} s, CPU {timings[-1]['cpu_s']:.0f} s)", flush=True)
+    if status != 0:
+        raise StepFailed(f"step '{name}' failed with exit status {status}: {shlex.join(command)}")
+    return "".join(printed)
+
+
+def plot_loss_curve(log_csv: str, png_path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(log_csv, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        raise StepFailed(f"{log_csv} holds no logged iteration to plot")
+    iterations = [int(r["iteration"]) for r in rows]
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=100)
+    axes.plot(iterations, [float(r["loss"]) for r in rows], label="total", linewidth=2)
+    for column in rows[0]:
+        if column.startswith("stage"):
+            axes.plot(iterations, [float(r[column]) for r in rows], label=column, linewidth=1)
+    axes.set_xlabel("iteration")
+    axes.set_ylabel("masked L2 loss")
+    axes.set_yscale("log")
+    axes.set_title("training loss")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(png_path)
+    plt.close(figure)
+
+
+def write_report(metrics_path: str, val_output: str, report_path: str, timings: list) -> float:
+    with open(metrics_path) as f:
+        metrics = json.load(f)
+    ap = float(metrics["AP"])
+    lines = [f"checkpoint: {metrics['checkpoint']}", f"ground truth: {metrics['labels']}",
+             f"input height: {metrics['height_size']}", "", "val.py:", val_output.rstrip(), "",
+             "step                    wall s    CPU s"]
+    lines += [f"{t['step']:<22} {t['wall_s']:>7.1f} {t['cpu_s']:>8.1f}" for t in timings]
+    lines += ["", f"AP {ap:.3f}"]
+    with open(report_path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return ap
+
+
+def quickstart(args) -> dict:
+    out = os.path.abspath(args.output_dir)
+    data = os.path.join(out, "data")
+    python = sys.executable
+    progress = ["--no-progress"] if args.no_progress else []
+    timings: list = []
+    if args.checkpoint_path:
+        try:
+            load_checkpoint(args.checkpoint_path)
+        except CheckpointError as e:
+            raise StepFailed(str(e)) from None
+    run_step("synthetic data", [python, "scripts/synthetic_data.py", "--output-dir", data, "--seed", str(args.seed),
+                                "--train-images", str(0 if args.checkpoint_path else args.train_images),
+                                "--val-images", str(args.val_images), "--mix-images", "0",
+                                "--video-frames", str(args.video_frames), "--image-size", str(args.image_size),
+                                *SCENE_ARGS, "--overwrite", *progress], timings)
+    checkpoint = os.path.abspath(args.checkpoint_path) if args.checkpoint_path else None
+    outputs = {}
+    if checkpoint is None:
+        labels = os.path.join(out, "prepared_train_labels.json")
+        run_step("prepare labels", [python, "scripts/prepare_train_labels.py",
+                                    "--labels", os.path.join(data, "train", "person_keypoints.json"),
+                                    "--images-folder", os.path.join(data, "train", "images"),
+                                    "--keypoints", "coco", "--output-name", labels], timings)
+        experiment_dir = os.path.join(out, "runs", EXPERIMENT)
+        if os.path.isdir(experiment_dir):  # a previous quickstart's run: start afresh, not resume into it
+            for name in ("log.csv", "val_log.csv"):
+                if os.path.exists(os.path.join(experiment_dir, name)):
+                    os.remove(os.path.join(experiment_dir, name))
+        # The scale range puts the crop's main person at the size val.py sees at --height-size = --input-size
+        # (the scenes' people fill 0.6-0.9 of the image height; train.py's crops 0.6 x the factor).
+        iterations = args.iterations
+        with open(labels) as f:
+            batches_per_epoch = max(1, len(json.load(f)["samples"]) // args.batch_size)
+        # Adam at a high rate from scratch, then two drops near the end settle the peaks' positions.
+        drop_epochs = sorted({max(1, round(iterations * share / batches_per_epoch)) for share in (0.75, 0.9)})
+        run_step("train", [python, "train.py", "--prepared-train-labels", labels,
+                           "--experiments-folder", os.path.join(out, "runs"), "--experiment-name", EXPERIMENT,
+                           "--input-size", str(args.input_size), "--scale-range", "0.9", "1.5",
+                           "--max-rotate-degree", "20",
+                           "--backbone-width", str(args.backbone_width), "--num-channels", str(args.num_channels),
+                           "--num-refinement-stages", str(args.num_refinement_stages),
+                           "--base-lr", str(args.base_lr), "--weight-decay", "0",
+                           "--lr-drop-epochs", *map(str, drop_epochs),
+                           *(["--lr-mult", "refinement_stages=1"] if args.num_refinement_stages else []),
+                           "--batch-size", str(args.batch_size),
+                           "--max-iterations", str(iterations), "--num-workers", str(args.num_workers),
+                           "--log-after", str(max(1, min(20, iterations // 10))),
+                           "--checkpoint-after", str(min(iterations, 200)), "--keep-checkpoints", "1", *progress], timings)
+        checkpoint = os.path.join(experiment_dir, "checkpoints", f"checkpoint_iter_{iterations}.pth")
+        outputs["loss curve"] = os.path.join(out, "loss_curve.png")
+        plot_loss_curve(os.path.join(experiment_dir, "log.csv"), outputs["loss curve"])
+        outputs["checkpoint"] = checkpoint
+    height = args.height_size or (368 if args.checkpoint_path else args.input_size)
+    metrics_path = os.path.join(out, "validation.json")
+    val_output = run_step("validate", [python, "val.py", "--labels", os.path.join(data, "val", "person_keypoints.json"),
+                          "--images-folder", os.path.join(data, "val", "images"), "--checkpoint-path", checkpoint,
+                          "--height-size", str(height), "--output-name", os.path.join(out, "detections.json"),
+                          "--metrics-out", metrics_path, *progress], timings)
+    with open(os.path.join(data, "manifest.json")) as f:
+        video = os.path.join(data, json.load(f)["video"]["video"])
+    demo_video = os.path.join(out, "demo" + os.path.splitext(video)[1])
+    outputs["annotated video"] = demo_video
+    outputs["poses"] = os.path.join(out, "demo_poses.jsonl")
+    run_step("demo", [python, "demo.py", "--checkpoint-path", checkpoint, "--video", video,
+                      "--height-size", str(height), "--track", "--output", demo_video,
+                      "--save-json", outputs["poses"], *progress], timings)
+    outputs["validation report"] = os.path.join(out, "validation.txt")
+    outputs["validation metrics"] = metrics_path
+    ap = write_report(metrics_path, val_output, outputs["validation report"], timings)
+    with open(os.path.join(out, "timings.json"), "w") as f:
+        json.dump(timings, f, indent=1)
+    return {"ap": ap, "outputs": outputs, "timings": timings}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    start = time.perf_counter()
+    try:
+        result = quickstart(args)
+    except StepFailed as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print("\n== quickstart done in {:.0f} s (CPU {:.0f} s)".format(
+        time.perf_counter() - start, sum(t["cpu_s"] for t in result["timings"])))
+    for name, path in result["outputs"].items():
+        shown = os.path.relpath(path)
+        print(f"  {name + ':':<20} {path if shown.startswith('..') else shown}")
+    print(f"validation AP on the held-out synthetic split: {result['ap']:.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,75 @@
+"""The quickstart (scripts/quickstart.py, `make quickstart`) end to end at a tiny size: synthetic data, labels,
+train.py, val.py and demo.py all run for real, and every output it announces exists and opens (the annotated video
+decodes with OpenCV, the loss-curve PNG loads, the poses JSON lines parse). The AP of so short a run means nothing
+and is not checked; README quotes the full run's."""
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import pytest
+
+from conftest import REPO_ROOT
+
+TINY = ["--train-images", "12", "--val-images", "4", "--video-frames", "8", "--iterations", "2", "--batch-size", "2",
+        "--num-workers", "0", "--input-size", "64", "--image-size", "96", "--no-progress"]
+
+
+def run_quickstart(output_dir, *extra):
+    return subprocess.run([sys.executable, os.path.join("scripts", "quickstart.py"), "--output-dir", str(output_dir),
+                           *TINY, *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("quickstart")
+    result = run_quickstart(out)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out, result.stdout
+
+
+@pytest.mark.slow
+def test_quickstart_writes_every_output_and_they_open(trained):
+    out, stdout = trained
+    assert "validation AP on the held-out synthetic split:" in stdout
+    checkpoint = out / "runs" / "quickstart" / "checkpoints" / "checkpoint_iter_2.pth"
+    assert checkpoint.is_file()
+    curve = cv2.imread(str(out / "loss_curve.png"))
+    assert curve is not None and curve.shape[0] > 100 and curve.std() > 5
+    videos = list(out.glob("demo.*"))
+    assert len(videos) == 1
+    capture = cv2.VideoCapture(str(videos[0]))
+    frames = 0
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames += 1
+    assert frames == 8
+    lines = (out / "demo_poses.jsonl").read_text().splitlines()
+    assert len(lines) == 8 and all("people" in json.loads(line) for line in lines)
+    metrics = json.loads((out / "validation.json").read_text())
+    assert 0.0 <= metrics["AP"] <= 1.0
+    report = (out / "validation.txt").read_text()
+    assert "AP" in report and "train" in report
+    for path in ("loss_curve.png", "validation.txt", "demo_poses.jsonl", videos[0].name):
+        assert str(out / path) in stdout
+
+
+@pytest.mark.slow
+def test_quickstart_with_a_checkpoint_skips_training(trained, tmp_path):
+    out, _ = trained
+    checkpoint = out / "runs" / "quickstart" / "checkpoints" / "checkpoint_iter_2.pth"
+    result = run_quickstart(tmp_path, "--checkpoint-path", checkpoint, "--height-size", "64")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "== train" not in result.stdout
+    assert not (tmp_path / "runs").exists()
+    assert (tmp_path / "validation.json").is_file() and list(tmp_path.glob("demo.*"))
+
+
+def test_quickstart_with_a_missing_checkpoint_fails_before_any_work(tmp_path):
+    result = run_quickstart(tmp_path / "out", "--checkpoint-path", tmp_path / "nothing.pth")
+    assert result.returncode == 2
+    assert "nothing.pth" in result.stderr
+    assert not (tmp_path / "out" / "data").exists()
