@@ -55,6 +55,11 @@ def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_id(value) -> bool:
+    """COCO ids are numbers or strings; anything else (a list, null) cannot be looked up."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
+
+
 def detect_source_set(path: str, category_names: list[str] | None, target: KeypointSet,
                       source: str | KeypointSet | None = None) -> KeypointSet:
     """The keypoint set a file is labelled in: the one named, else the target set when the file's names spell it,
@@ -106,8 +111,11 @@ def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSe
 
     categories = {}
     for i, category in enumerate(data["categories"]):
-        if not isinstance(category, dict) or "id" not in category:
-            raise AnnotationError(f"{path}: categories[{i}] needs an 'id'")
+        if not isinstance(category, dict) or not _is_id(category.get("id")):
+            raise AnnotationError(f"{path}: categories[{i}] needs an 'id' (a number or a string)")
+        names = category.get("keypoints")
+        if isinstance(names, list) and not all(isinstance(name, str) for name in names):
+            raise AnnotationError(f"{path}: categories[{i}]: 'keypoints' must be a list of names (strings)")
         categories[category["id"]] = category
     named = [c for c in data["categories"] if isinstance(c.get("keypoints"), list)]
     keypoint_set = detect_source_set(path, named[0]["keypoints"] if named else None, target, source)
@@ -117,8 +125,8 @@ def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSe
     images: dict = {}
     for i, info in enumerate(data["images"]):
         where = f"{path}: images[{i}]"
-        if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
-            raise AnnotationError(f"{where} needs 'id' and 'file_name'")
+        if not isinstance(info, dict) or not _is_id(info.get("id")) or not isinstance(info.get("file_name"), str):
+            raise AnnotationError(f"{where} needs 'id' (a number or a string) and 'file_name'")
         if info["id"] in images:
             raise AnnotationError(f"{where} repeats image id {info['id']!r}")
         width, height = info.get("width"), info.get("height")
@@ -137,15 +145,15 @@ def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSe
         where = f"{path}: annotation {ann_id}"
         if not isinstance(ann, dict):
             raise AnnotationError(f"{where}: not an object")
-        if "id" not in ann or ann["id"] in seen_ids:
-            raise AnnotationError(f"{where} (annotations[{i}]): missing or repeated annotation id")
+        if not _is_id(ann.get("id")) or ann["id"] in seen_ids:
+            raise AnnotationError(f"{where} (annotations[{i}]): missing, repeated or malformed annotation id")
         seen_ids.add(ann["id"])
-        image = images.get(ann.get("image_id"))
+        image = images.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
         if image is None:
             raise AnnotationError(f"{where}: image_id {ann.get('image_id')!r} is not among the images")
-        mismatch = mismatch_of_category.get(ann.get("category_id"))
-        if ann.get("category_id") not in categories:
+        if not _is_id(ann.get("category_id")) or ann["category_id"] not in categories:
             raise AnnotationError(f"{where}: category_id {ann.get('category_id')!r} is not among the categories")
+        mismatch = mismatch_of_category.get(ann["category_id"])
         if mismatch:
             raise AnnotationError(f"{where}: its category '{categories[ann['category_id']].get('name')}' {mismatch}")
         iscrowd = bool(ann.get("iscrowd", 0))
