@@ -206,7 +206,15 @@ def _read_bbox(ann: dict, keypoints: np.ndarray, where: str) -> tuple[float, flo
 
 def find_missing_images(coco: CocoKeypointFile, images_folder: str) -> list[str]:
     """File names of the images that are not in `images_folder`."""
-    return [im.file_name for im in coco.images if not os.path.isfile(image_path(images_folder, im.file_name))]
+    missing = []
+    for image in coco.images:
+        try:  # the names were checked when read; a symbolic link in the folder can still lead out of it
+            full_path = image_path(images_folder, image.file_name)
+        except GroundTruthError as e:
+            raise AnnotationError(f"{coco.path}: image id {image.image_id!r}: {e}") from None
+        if not os.path.isfile(full_path):
+            missing.append(image.file_name)
+    return missing
 
 
 def as_coco_ground_truth(coco: CocoKeypointFile, category_name: str = "person") -> dict:

@@ -112,6 +112,10 @@ def keypoint_ground_truth(data, path: str, keypoint_set: str | KeypointSet | Non
                                    "'file_name'")
         if image["id"] in image_ids:
             raise GroundTruthError(f"ground truth {path}: images[{i}] repeats image id {image['id']}")
+        try:
+            image_path(".", image["file_name"])
+        except GroundTruthError as e:
+            raise GroundTruthError(f"ground truth {path}: images[{i}] (id {image['id']!r}): {e}") from None
         image_ids.add(image["id"])
     category_ids = {c.get("id") for c in data["categories"] if isinstance(c, dict) and _is_id(c.get("id"))}
     annotation_ids = set()
