@@ -26,7 +26,8 @@ from lwpose.checkpoint import CheckpointError
 from lwpose.coco_eval import GroundTruthError
 from lwpose.images import ImageReadError
 from lwpose.keypoints import KeypointSetError
-from lwpose.trainer import AMP_DTYPES, RunSettings, Trainer, Validator, latest_checkpoint
+from lwpose.trainer import (AMP_DTYPES, NonFiniteLossError, RunSettings, Trainer, TrainingInterrupted, Validator,
+                            latest_checkpoint)
 from lwpose.training_setup import (OptimizerSettings, init_processes, optimizer_settings_from_config,
                                    seed_everything, set_deterministic, starting_network)
 from modules.pose_network import VARIANTS
@@ -99,6 +100,8 @@ def parse_args(argv=None):
     optim.add_argument("--epochs", type=int, default=280)
     optim.add_argument("--max-iterations", type=int, default=None, help="stop after this many iterations in all")
     optim.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None, help="mixed precision")
+    optim.add_argument("--skip-nonfinite-loss", action="store_true",
+                       help="skip a step whose loss is NaN or inf (counted) instead of stopping the run")
 
     run = parser.add_argument_group("run")
     run.add_argument("--experiment-name", default="default", help="outputs go to EXPERIMENTS_FOLDER/NAME")
@@ -221,7 +224,8 @@ def main(argv=None) -> int:
               "seed": args.seed,
               "batch_size": args.batch_size, "batches_per_iter": args.batches_per_iter,
               "world_size": processes.world_size, "augmentation": repr(dataset.augmentation),
-              **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})})
+              **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})},
+        skip_nonfinite_loss=args.skip_nonfinite_loss)
     loader = make_train_loader(dataset, sampler, args.num_workers, pin_memory=processes.device.type == "cuda")
     try:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
@@ -244,10 +248,17 @@ def main(argv=None) -> int:
     except ImageReadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 128 + e.signal_number  # what a shell reports for a process ended by that signal
     finally:
         if processes.distributed:
             torch.distributed.destroy_process_group()
     say(f"done: iteration {result['iteration']}, loss {result['loss']:.4f}"
+        + (f", {result['skipped_steps']} steps skipped (NaN or inf loss)" if result["skipped_steps"] else "")
         + (f", best val AP {result['best_ap']:.4f}" if result["best_ap"] is not None else ""))
     return 0
 
