@@ -18,7 +18,7 @@ import torch
 
 from datasets.augmentation import AugmentationConfig
 from datasets.loader import InfiniteBatchSampler, make_train_loader
-from datasets.pose_dataset import CACHE_MODES, PoseTrainingDataset, TargetConfig
+from datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHARE, PoseTrainingDataset, TargetConfig
 from datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
 from datasets.mix_sampler import mixed_sampler_for
 from datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
@@ -50,6 +50,9 @@ def parse_args(argv=None):
     data.add_argument("--image-cache", choices=CACHE_MODES, default="auto",
                       help="decode every image once into memory (auto: when they fit --image-cache-mb)")
     data.add_argument("--image-cache-mb", type=float, default=2048, help="memory budget of the image cache")
+    data.add_argument("--max-bad-image-share", type=float, default=DEFAULT_MAX_BAD_IMAGE_SHARE,
+                      help="unreadable training images are skipped with a warning (their samples replaced) up to "
+                           f"this share of all; more stops the run (default {DEFAULT_MAX_BAD_IMAGE_SHARE})")
     data.add_argument("--input-size", type=int, default=DEFAULT_AUGMENTATION.input_size, help="square crop side")
     data.add_argument("--scale-range", type=float, nargs=2, metavar=("MIN", "MAX"),
                       default=(DEFAULT_AUGMENTATION.scale_min, DEFAULT_AUGMENTATION.scale_max),
@@ -203,7 +206,7 @@ def main(argv=None) -> int:
             labels, [args.train_images_folder] * len(labels.sources) if args.train_images_folder else None,
             augmentation_config(args), TargetConfig(args.sigma, args.paf_thickness), seed=args.seed,
             image_cache=args.image_cache, cache_budget_mb=args.image_cache_mb,
-            progress=processes.is_main and not args.no_progress)
+            progress=processes.is_main and not args.no_progress, max_bad_image_share=args.max_bad_image_share)
         iteration = start.training_state["iteration"] if start.training_state else 0
         if recipe is None:
             sampler = InfiniteBatchSampler(len(dataset), args.batch_size, args.seed,
