@@ -17,6 +17,11 @@ from lwpose.coco_eval import COCO_COORDINATE_OFFSET, GroundTruthError, image_pat
 from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set
 
 
+# OpenCV refuses to decode larger images (CV_IO_MAX_IMAGE_PIXELS), and an ignore mask of a larger declared size
+# would take gigabytes.
+MAX_IMAGE_PIXELS = 2 ** 30
+
+
 class AnnotationError(ValueError):
     """An annotation file that cannot be used; the message names the file and the entry."""
 
@@ -132,6 +137,9 @@ def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSe
         width, height = info.get("width"), info.get("height")
         if not (_finite(width) and _finite(height) and width > 0 and height > 0):
             raise AnnotationError(f"{where} (id {info['id']!r}): 'width' and 'height' must be positive numbers")
+        if width * height > MAX_IMAGE_PIXELS:
+            raise AnnotationError(f"{where} (id {info['id']!r}): {width:g} x {height:g} pixels is more than an image "
+                                  f"can have here ({MAX_IMAGE_PIXELS} pixels, OpenCV's limit)")
         try:
             image_path(".", info["file_name"])
         except GroundTruthError as e:

@@ -372,6 +372,10 @@ class Trainer:
                    disable=not (main and s.progress), dynamic_ncols=True)
         try:
             while self.iteration < s.total_iterations:
+                if self.processes.distributed:  # all stop at the same iteration, or the others wait forever
+                    stop = torch.tensor(self._stop_signal or 0, device=self.device)
+                    torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+                    self._stop_signal = int(stop.item()) or None
                 if self._stop_signal is not None:
                     self._stop()
                 lr = set_learning_rates(self.optimizer, self.epoch, self.optimizer_settings)

@@ -8,12 +8,14 @@ result or one error of our own classes that names the file; anything else (a tra
 pycocotools) or a hang fails. The distinct inputs tried are counted and printed (`pytest -s`).
 """
 import contextlib
+import copy
 import hashlib
 import importlib.util
 import io
 import json
 import math
 import os
+import resource
 import signal
 
 import cv2
@@ -31,6 +33,7 @@ from lwpose.coco_eval import GroundTruthError, evaluate_keypoints, load_keypoint
 from lwpose.keypoints import KeypointSetError, load_keypoint_set
 
 HANG_SECONDS = 30  # one small file taking this long is a hang, not slowness
+MEMORY_HEADROOM = 2 << 30
 IMAGE_HEIGHT, IMAGE_WIDTH = 48, 64
 TRIED: dict[str, set] = {}
 
@@ -177,7 +180,8 @@ def mutate(data, doc):
         operation = data.draw(st.sampled_from(["replace", "replace", "number", "delete", "repeat", "cut"]),
                               label="operation")
         if operation == "replace":
-            parent[key] = data.draw(nasty_values, label="value")
+            # a copy: st.just([]) hands out one shared list, which later edits must not grow across inputs
+            parent[key] = copy.deepcopy(data.draw(nasty_values, label="value"))
         elif operation == "number":
             numeric = [p for p in paths if isinstance(parent_of(doc, p)[p[-1]], (int, float))]
             if numeric:
@@ -216,15 +220,24 @@ def write_input(folder, reader: str, content: bytes) -> str:
 
 @contextlib.contextmanager
 def hang_guard(path):
+    """Fails on a hang (SIGALRM) and on a runaway allocation (address space capped at what is in use plus
+    MEMORY_HEADROOM: a small file must never take gigabytes, on a machine shared with other work)."""
     def hang(signum, frame):
         raise TimeoutError(f"reading {path} took over {HANG_SECONDS} s")
 
     previous = signal.signal(signal.SIGALRM, hang)
+    limits = resource.getrlimit(resource.RLIMIT_AS)
+    with open("/proc/self/statm") as f:
+        in_use = int(f.read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (in_use + MEMORY_HEADROOM, limits[1]))
     signal.alarm(HANG_SECONDS)
     try:
         yield
+    except MemoryError:
+        pytest.fail(f"reading {path} tried to take more than {MEMORY_HEADROOM >> 30} GiB")
     finally:
         signal.alarm(0)
+        resource.setrlimit(resource.RLIMIT_AS, limits)
         signal.signal(signal.SIGALRM, previous)
 
 
