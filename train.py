@@ -18,7 +18,7 @@ import torch
 
 from datasets.augmentation import AugmentationConfig
 from datasets.loader import InfiniteBatchSampler, make_train_loader
-from datasets.pose_dataset import CACHE_MODES, PoseTrainingDataset, TargetConfig
+from datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHARE, PoseTrainingDataset, TargetConfig
 from datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
 from datasets.mix_sampler import mixed_sampler_for
 from datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
@@ -26,7 +26,8 @@ from lwpose.checkpoint import CheckpointError
 from lwpose.coco_eval import GroundTruthError
 from lwpose.images import ImageReadError
 from lwpose.keypoints import KeypointSetError
-from lwpose.trainer import AMP_DTYPES, RunSettings, Trainer, Validator, latest_checkpoint
+from lwpose.trainer import (AMP_DTYPES, NonFiniteLossError, RunSettings, Trainer, TrainingInterrupted, Validator,
+                            latest_checkpoint)
 from lwpose.training_setup import (OptimizerSettings, init_processes, optimizer_settings_from_config,
                                    seed_everything, set_deterministic, starting_network)
 from modules.pose_network import VARIANTS
@@ -49,6 +50,9 @@ def parse_args(argv=None):
     data.add_argument("--image-cache", choices=CACHE_MODES, default="auto",
                       help="decode every image once into memory (auto: when they fit --image-cache-mb)")
     data.add_argument("--image-cache-mb", type=float, default=2048, help="memory budget of the image cache")
+    data.add_argument("--max-bad-image-share", type=float, default=DEFAULT_MAX_BAD_IMAGE_SHARE,
+                      help="unreadable training images are skipped with a warning (their samples replaced) up to "
+                           f"this share of all; more stops the run (default {DEFAULT_MAX_BAD_IMAGE_SHARE})")
     data.add_argument("--input-size", type=int, default=DEFAULT_AUGMENTATION.input_size, help="square crop side")
     data.add_argument("--scale-range", type=float, nargs=2, metavar=("MIN", "MAX"),
                       default=(DEFAULT_AUGMENTATION.scale_min, DEFAULT_AUGMENTATION.scale_max),
@@ -103,6 +107,8 @@ def parse_args(argv=None):
     optim.add_argument("--epochs", type=int, default=280)
     optim.add_argument("--max-iterations", type=int, default=None, help="stop after this many iterations in all")
     optim.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None, help="mixed precision")
+    optim.add_argument("--skip-nonfinite-loss", action="store_true",
+                       help="skip a step whose loss is NaN or inf (counted) instead of stopping the run")
 
     run = parser.add_argument_group("run")
     run.add_argument("--experiment-name", default="default", help="outputs go to EXPERIMENTS_FOLDER/NAME")
@@ -204,7 +210,7 @@ def main(argv=None) -> int:
             labels, [args.train_images_folder] * len(labels.sources) if args.train_images_folder else None,
             augmentation_config(args), TargetConfig(args.sigma, args.paf_thickness), seed=args.seed,
             image_cache=args.image_cache, cache_budget_mb=args.image_cache_mb,
-            progress=processes.is_main and not args.no_progress)
+            progress=processes.is_main and not args.no_progress, max_bad_image_share=args.max_bad_image_share)
         iteration = start.training_state["iteration"] if start.training_state else 0
         if recipe is None:
             sampler = InfiniteBatchSampler(len(dataset), args.batch_size, args.seed,
@@ -225,7 +231,8 @@ def main(argv=None) -> int:
               "seed": args.seed,
               "batch_size": args.batch_size, "batches_per_iter": args.batches_per_iter,
               "world_size": processes.world_size, "augmentation": repr(dataset.augmentation),
-              **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})})
+              **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})},
+        skip_nonfinite_loss=args.skip_nonfinite_loss)
     loader = make_train_loader(dataset, sampler, args.num_workers, pin_memory=processes.device.type == "cuda")
     try:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
@@ -248,10 +255,17 @@ def main(argv=None) -> int:
     except ImageReadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLossError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 128 + e.signal_number  # what a shell reports for a process ended by that signal
     finally:
         if processes.distributed:
             torch.distributed.destroy_process_group()
     say(f"done: iteration {result['iteration']}, loss {result['loss']:.4f}"
+        + (f", {result['skipped_steps']} steps skipped (NaN or inf loss)" if result["skipped_steps"] else "")
         + (f", best val AP {result['best_ap']:.4f}" if result["best_ap"] is not None else ""))
     return 0
 

@@ -17,6 +17,11 @@ from lwpose.coco_eval import COCO_COORDINATE_OFFSET, GroundTruthError, image_pat
 from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set
 
 
+# OpenCV refuses to decode larger images (CV_IO_MAX_IMAGE_PIXELS), and an ignore mask of a larger declared size
+# would take gigabytes.
+MAX_IMAGE_PIXELS = 2 ** 30
+
+
 class AnnotationError(ValueError):
     """An annotation file that cannot be used; the message names the file and the entry."""
 
@@ -53,6 +58,11 @@ class CocoKeypointFile:
 
 def _finite(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_id(value) -> bool:
+    """COCO ids are numbers or strings; anything else (a list, null) cannot be looked up."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def detect_source_set(path: str, category_names: list[str] | None, target: KeypointSet,
@@ -106,8 +116,11 @@ def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSe
 
     categories = {}
     for i, category in enumerate(data["categories"]):
-        if not isinstance(category, dict) or "id" not in category:
-            raise AnnotationError(f"{path}: categories[{i}] needs an 'id'")
+        if not isinstance(category, dict) or not _is_id(category.get("id")):
+            raise AnnotationError(f"{path}: categories[{i}] needs an 'id' (a number or a string)")
+        names = category.get("keypoints")
+        if isinstance(names, list) and not all(isinstance(name, str) for name in names):
+            raise AnnotationError(f"{path}: categories[{i}]: 'keypoints' must be a list of names (strings)")
         categories[category["id"]] = category
     named = [c for c in data["categories"] if isinstance(c.get("keypoints"), list)]
     keypoint_set = detect_source_set(path, named[0]["keypoints"] if named else None, target, source)
@@ -117,13 +130,16 @@ def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSe
     images: dict = {}
     for i, info in enumerate(data["images"]):
         where = f"{path}: images[{i}]"
-        if not isinstance(info, dict) or "id" not in info or not isinstance(info.get("file_name"), str):
-            raise AnnotationError(f"{where} needs 'id' and 'file_name'")
+        if not isinstance(info, dict) or not _is_id(info.get("id")) or not isinstance(info.get("file_name"), str):
+            raise AnnotationError(f"{where} needs 'id' (a number or a string) and 'file_name'")
         if info["id"] in images:
             raise AnnotationError(f"{where} repeats image id {info['id']!r}")
         width, height = info.get("width"), info.get("height")
         if not (_finite(width) and _finite(height) and width > 0 and height > 0):
             raise AnnotationError(f"{where} (id {info['id']!r}): 'width' and 'height' must be positive numbers")
+        if width * height > MAX_IMAGE_PIXELS:
+            raise AnnotationError(f"{where} (id {info['id']!r}): {width:g} x {height:g} pixels is more than an image "
+                                  f"can have here ({MAX_IMAGE_PIXELS} pixels, OpenCV's limit)")
         try:
             image_path(".", info["file_name"])
         except GroundTruthError as e:
@@ -137,15 +153,15 @@ def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSe
         where = f"{path}: annotation {ann_id}"
         if not isinstance(ann, dict):
             raise AnnotationError(f"{where}: not an object")
-        if "id" not in ann or ann["id"] in seen_ids:
-            raise AnnotationError(f"{where} (annotations[{i}]): missing or repeated annotation id")
+        if not _is_id(ann.get("id")) or ann["id"] in seen_ids:
+            raise AnnotationError(f"{where} (annotations[{i}]): missing, repeated or malformed annotation id")
         seen_ids.add(ann["id"])
-        image = images.get(ann.get("image_id"))
+        image = images.get(ann.get("image_id")) if _is_id(ann.get("image_id")) else None
         if image is None:
             raise AnnotationError(f"{where}: image_id {ann.get('image_id')!r} is not among the images")
-        mismatch = mismatch_of_category.get(ann.get("category_id"))
-        if ann.get("category_id") not in categories:
+        if not _is_id(ann.get("category_id")) or ann["category_id"] not in categories:
             raise AnnotationError(f"{where}: category_id {ann.get('category_id')!r} is not among the categories")
+        mismatch = mismatch_of_category.get(ann["category_id"])
         if mismatch:
             raise AnnotationError(f"{where}: its category '{categories[ann['category_id']].get('name')}' {mismatch}")
         iscrowd = bool(ann.get("iscrowd", 0))
@@ -198,7 +214,15 @@ def _read_bbox(ann: dict, keypoints: np.ndarray, where: str) -> tuple[float, flo
 
 def find_missing_images(coco: CocoKeypointFile, images_folder: str) -> list[str]:
     """File names of the images that are not in `images_folder`."""
-    return [im.file_name for im in coco.images if not os.path.isfile(image_path(images_folder, im.file_name))]
+    missing = []
+    for image in coco.images:
+        try:  # the names were checked when read; a symbolic link in the folder can still lead out of it
+            full_path = image_path(images_folder, image.file_name)
+        except GroundTruthError as e:
+            raise AnnotationError(f"{coco.path}: image id {image.image_id!r}: {e}") from None
+        if not os.path.isfile(full_path):
+            missing.append(image.file_name)
+    return missing
 
 
 def as_coco_ground_truth(coco: CocoKeypointFile, category_name: str = "person") -> dict:

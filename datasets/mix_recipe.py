@@ -127,6 +127,8 @@ def load_mix_recipe(path: str) -> MixRecipe:
         return full
 
     def keypoint_set(value, entry: str) -> KeypointSet:
+        if not isinstance(value, str) or not value:
+            raise fail(entry, f"{value!r}: expected a keypoint set (a shipped name or a JSON file)")
         try:
             if isinstance(value, str) and (value.lower().endswith(".json") or "/" in value):
                 value = resolve(value, entry, "file")
@@ -218,6 +220,8 @@ def load_mix_recipe(path: str) -> MixRecipe:
                                   f"'{target.name}' is none of the sources' sets "
                                   f"({', '.join(s.keypoint_set.name for s in sources)}); use 'combine' for a union")
     selection = data.get("selection") or {}
+    if not isinstance(selection, dict) or not all(_number(v) and v >= 0 for v in selection.values()):
+        raise fail("selection", f"{selection!r}: expected an object of non-negative numbers")
     try:
         selection = SelectionSettings(**selection)
     except TypeError as e:

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from datasets.coco_reader import AnnotationError, CocoImage, CocoKeypointFile, CocoPerson, read_annotation_json
 from lwpose.coco_eval import GroundTruthError, image_path
+from lwpose.images import ImageReadError
 from lwpose.keypoints import KeypointSet
 
 MPII_PIXEL_OFFSET = 1.0  # MATLAB indexing: the first pixel's centre is at 1
@@ -131,7 +132,10 @@ def read_mpii_keypoints(path: str, keypoint_set: KeypointSet, images_folder: str
                 if name not in missing:
                     missing.append(name)
                 continue
-            height, width = _read_size(full_path)
+            try:
+                height, width = _read_size(full_path)
+            except ImageReadError as e:  # its size is needed here, before training could skip it
+                raise AnnotationError(f"{where}: {e}") from None
             images[name] = CocoImage(name, name, width, height)
         keypoints = np.zeros((count, 3))
         labelled = np.asarray(visible) > 0

@@ -30,6 +30,7 @@ from modules.pose_network import STRIDE
 
 IGNORE_MASK_REDUCTION = 4  # ignore regions are kept at 1/4 of the image size: the loss map is 1/8 anyway
 CACHE_MODES = ("auto", "decoded", "none")
+DEFAULT_MAX_BAD_IMAGE_SHARE = 0.05
 
 
 @dataclass(frozen=True)
@@ -46,7 +47,10 @@ def decode_image(path: str, reduction: int = 1) -> np.ndarray:
     except OSError as e:
         raise ImageReadError(f"image {path} cannot be read: {e}") from None
     flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[reduction]
-    image = cv2.imdecode(data, flag) if data.size else None
+    try:
+        image = cv2.imdecode(data, flag) if data.size else None
+    except cv2.error as e:  # a header declaring more pixels than OpenCV allows (a decompression bomb)
+        raise ImageReadError(f"image {path} cannot be decoded: {str(e).strip().splitlines()[-1]}") from None
     if image is None:
         raise ImageReadError(f"image {path} cannot be decoded (empty, truncated or not an image)")
     return image
@@ -64,18 +68,32 @@ class ImageStore:
         self.cached = cache == "decoded" or (cache == "auto" and decoded_bytes <= cache_budget_mb * 2 ** 20)
         self.cache_megabytes = decoded_bytes / 2 ** 20 if self.cached else 0.0
         self._images: list[np.ndarray | None] = [None] * len(paths)
+        self.bad: dict[int, str] = {}  # image index -> why it cannot be used (found so far, in this process)
+        for i, path in enumerate(paths):  # cheap checks up front; decoding finds the rest
+            if not os.path.isfile(path) or os.path.getsize(path) == 0:
+                self.bad[i] = f"image {path} is missing or empty"
         if self.cached:
             for i in tqdm(range(len(paths)), desc="decoding images into memory", unit="img", disable=not progress,
                           dynamic_ncols=True, leave=False):
-                self._images[i] = decode_image(paths[i])
+                if i not in self.bad:
+                    try:
+                        self._images[i] = decode_image(paths[i])
+                    except ImageReadError as e:
+                        self.bad[i] = str(e)
 
     def load(self, index: int, scale: float) -> tuple[np.ndarray, int]:
         """The image and the reduction it was decoded at, for a crop that scales it by `scale`."""
         cached = self._images[index]
         if cached is not None:
             return cached, 1
+        if index in self.bad:
+            raise ImageReadError(self.bad[index])
         reduction = 4 if scale <= 0.25 else 2 if scale <= 0.5 else 1
-        return decode_image(self.paths[index], reduction), reduction
+        try:
+            return decode_image(self.paths[index], reduction), reduction
+        except ImageReadError as e:
+            self.bad[index] = str(e)
+            raise
 
 
 def ignore_fraction_map(ignore: list[dict], height: int, width: int) -> np.ndarray | None:
@@ -100,7 +118,8 @@ class PoseTrainingDataset(Dataset):
 
     def __init__(self, labels: PreparedLabels, images_folders: list[str | None] | None = None,
                  augmentation: AugmentationConfig = AugmentationConfig(), targets: TargetConfig = TargetConfig(),
-                 seed: int = 0, image_cache: str = "auto", cache_budget_mb: float = 2048, progress: bool = True):
+                 seed: int = 0, image_cache: str = "auto", cache_budget_mb: float = 2048, progress: bool = True,
+                 max_bad_image_share: float = DEFAULT_MAX_BAD_IMAGE_SHARE):
         self.labels = labels
         self.keypoint_set = labels.keypoint_set
         self.augmentation = augmentation
@@ -122,6 +141,8 @@ class PoseTrainingDataset(Dataset):
         paths = [image_path(folders[im.source], im.file_name) for im in labels.images]
         self.images = ImageStore(paths, [(im.height, im.width) for im in labels.images], image_cache,
                                  cache_budget_mb, progress)
+        self.max_bad_image_share = max_bad_image_share
+        self._check_bad_images()
         self._ignore_maps: dict[int, np.ndarray | None] = {}
         if self.images.cached:
             for i, im in enumerate(labels.images):
@@ -135,10 +156,36 @@ class PoseTrainingDataset(Dataset):
     def __getitem__(self, key) -> dict:
         return self.sample_for_key(key)
 
+    def _check_bad_images(self) -> None:
+        """Warn about unusable images (their samples are replaced); stop when more than the allowed share is bad."""
+        bad = self.images.bad
+        if not bad:
+            return
+        share = len(bad) / len(self.labels.images)
+        names = "; ".join(list(bad.values())[:5]) + (" ..." if len(bad) > 5 else "")
+        if share > self.max_bad_image_share:
+            raise ImageReadError(f"{len(bad)} of {len(self.labels.images)} training images cannot be used "
+                                 f"({share:.1%}, more than the allowed {self.max_bad_image_share:.1%}; "
+                                 f"--max-bad-image-share): {names}")
+        tqdm.write(f"warning: {len(bad)} of {len(self.labels.images)} training images cannot be used; their "
+                   f"samples are replaced by others: {names}")
+
     def sample_for_key(self, key, out: dict | None = None) -> dict:
         index, draw = key if isinstance(key, (tuple, list)) else (key, 0)
-        rng = np.random.default_rng((self.seed, int(draw), int(index)))
-        return self.make_sample(int(index), sample_augment_params(rng, self.augmentation), out)
+        # A sample whose image turns out unusable is replaced by the next one, the same way in every process and
+        # after a resume (the replacement's randomness comes from its own key).
+        for offset in range(len(self)):
+            candidate = (int(index) + offset) % len(self)
+            if self.labels.samples[candidate][0] in self.images.bad:
+                continue
+            rng = np.random.default_rng((self.seed, int(draw), candidate))
+            try:
+                return self.make_sample(candidate, sample_augment_params(rng, self.augmentation), out)
+            except ImageReadError as e:
+                tqdm.write(f"warning: {e}; its samples are replaced by others ({len(self.images.bad)} unusable "
+                           "images so far)")
+                self._check_bad_images()
+        raise ImageReadError(f"prepared labels {self.labels.path}: no training image can be used")
 
     def sample_layout(self) -> dict[str, tuple[tuple[int, ...], type]]:
         """Shape and dtype of each entry of a sample."""

@@ -47,7 +47,14 @@ class KeypointGroundTruth:
 
 
 def _finite_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    # Integers beyond 64 bits would make pycocotools' arrays of Python objects.
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and abs(value) < 2 ** 63)
+
+
+def _is_id(value) -> bool:
+    """COCO ids are numbers or strings; anything else (a list, null) cannot be looked up."""
+    return isinstance(value, (int, str)) and not isinstance(value, bool)
 
 
 def load_keypoint_ground_truth(path: str, keypoint_set: str | KeypointSet | None = None,
@@ -81,6 +88,9 @@ def keypoint_ground_truth(data, path: str, keypoint_set: str | KeypointSet | Non
     if not categories:
         raise GroundTruthError(f"ground truth {path}: no category lists 'keypoints'; not a COCO keypoint file")
     names = categories[0]["keypoints"]
+    if not all(isinstance(name, str) for name in names):
+        raise GroundTruthError(f"ground truth {path}: category '{categories[0].get('name')}': 'keypoints' must be a "
+                               "list of names (strings)")
 
     if keypoint_set is not None:
         gt_set = load_keypoint_set(keypoint_set)
@@ -97,35 +107,44 @@ def keypoint_ground_truth(data, path: str, keypoint_set: str | KeypointSet | Non
 
     image_ids = set()
     for i, image in enumerate(data["images"]):
-        if not isinstance(image, dict) or "id" not in image or not isinstance(image.get("file_name"), str):
-            raise GroundTruthError(f"ground truth {path}: images[{i}] needs 'id' and 'file_name'")
+        if not isinstance(image, dict) or not _is_id(image.get("id")) or not isinstance(image.get("file_name"), str):
+            raise GroundTruthError(f"ground truth {path}: images[{i}] needs 'id' (a number or a string) and "
+                                   "'file_name'")
         if image["id"] in image_ids:
             raise GroundTruthError(f"ground truth {path}: images[{i}] repeats image id {image['id']}")
+        try:
+            image_path(".", image["file_name"])
+        except GroundTruthError as e:
+            raise GroundTruthError(f"ground truth {path}: images[{i}] (id {image['id']!r}): {e}") from None
         image_ids.add(image["id"])
-    category_ids = {c.get("id") for c in data["categories"] if isinstance(c, dict)}
+    category_ids = {c.get("id") for c in data["categories"] if isinstance(c, dict) and _is_id(c.get("id"))}
     annotation_ids = set()
     expected_len = 3 * gt_set.num_keypoints
     for i, ann in enumerate(data["annotations"]):
         where = f"ground truth {path}: annotation {ann.get('id', '?') if isinstance(ann, dict) else '?'} (#{i})"
         if not isinstance(ann, dict):
             raise GroundTruthError(f"{where}: not an object")
-        if ann.get("image_id") not in image_ids:
+        if not _is_id(ann.get("image_id")) or ann["image_id"] not in image_ids:
             raise GroundTruthError(f"{where}: image_id {ann.get('image_id')!r} is not among the images")
-        if ann.get("id") in annotation_ids or "id" not in ann:
-            raise GroundTruthError(f"{where}: missing or repeated annotation id")
+        if not _is_id(ann.get("id")) or ann["id"] in annotation_ids:
+            raise GroundTruthError(f"{where}: missing, repeated or malformed annotation id")
         annotation_ids.add(ann["id"])
-        if ann.get("category_id") not in category_ids:
+        if not _is_id(ann.get("category_id")) or ann["category_id"] not in category_ids:
             raise GroundTruthError(f"{where}: category_id {ann.get('category_id')!r} is not among the categories")
         ann.setdefault("iscrowd", 0)
+        if ann["iscrowd"] not in (0, 1):
+            raise GroundTruthError(f"{where}: 'iscrowd' is {ann['iscrowd']!r}; expected 0 or 1")
+        if ann["iscrowd"] and "keypoints" not in ann:
+            ann["keypoints"] = [0] * expected_len  # a crowd region has no keypoints; pycocotools still reads them
         keypoints = ann.get("keypoints")
-        if not ann["iscrowd"]:
-            if not isinstance(keypoints, list) or len(keypoints) != expected_len:
-                raise GroundTruthError(f"{where}: 'keypoints' must hold {expected_len} numbers "
-                                       f"({gt_set.num_keypoints} x (x, y, v)), got "
-                                       f"{len(keypoints) if isinstance(keypoints, list) else type(keypoints).__name__}")
-            if not all(_finite_number(v) for v in keypoints):
-                raise GroundTruthError(f"{where}: 'keypoints' holds a value that is not a finite number")
-            ann.setdefault("num_keypoints", int(sum(1 for v in keypoints[2::3] if v > 0)))
+        if not isinstance(keypoints, list) or len(keypoints) != expected_len:
+            raise GroundTruthError(f"{where}: 'keypoints' must hold {expected_len} numbers "
+                                   f"({gt_set.num_keypoints} x (x, y, v)), got "
+                                   f"{len(keypoints) if isinstance(keypoints, list) else type(keypoints).__name__}")
+        if not all(_finite_number(v) for v in keypoints):
+            raise GroundTruthError(f"{where}: 'keypoints' holds a value that is not a finite number")
+        if not _finite_number(ann.get("num_keypoints")):
+            ann["num_keypoints"] = int(sum(1 for v in keypoints[2::3] if v > 0))
         bbox = ann.get("bbox")
         if not (isinstance(bbox, list) and len(bbox) == 4 and all(_finite_number(v) for v in bbox)
                 and bbox[2] >= 0 and bbox[3] >= 0):

@@ -486,6 +486,12 @@ def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: Keypoint
         raise ValueError(f"maps do not fit keypoint set '{keypoint_set.name}': heatmaps {heatmaps.shape}, "
                          f"PAFs {pafs.shape}, expected {k} and {keypoint_set.num_pafs} channels, the heatmaps "
                          f"{heatmap_scale}x the PAFs' size")
+    # A diverged network's inf would become a person's score and spread through the limb sums: such cells carry no
+    # evidence (checked first: finite maps, the usual case, are not copied).
+    if not np.isfinite(heatmaps).all():
+        heatmaps = np.nan_to_num(heatmaps, nan=0.0, posinf=0.0, neginf=0.0)
+    if not np.isfinite(pafs).all():
+        pafs = np.nan_to_num(pafs, nan=0.0, posinf=0.0, neginf=0.0)
     refine = (REFINE_NONE if not params.refine_peaks
               else REFINE_CUBIC if params.refine_on_cubic else REFINE_PARABOLA)
     peaks = find_peaks(heatmaps, np.float32(params.peak_threshold), np.float32(params.nms_radius), refine,

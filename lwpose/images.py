@@ -18,7 +18,10 @@ def read_image(path: str) -> np.ndarray:
         raise ImageReadError(f"image {path} does not exist")
     if os.path.getsize(path) == 0:
         raise ImageReadError(f"image {path} is empty (0 bytes)")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    try:
+        image = cv2.imread(path, cv2.IMREAD_COLOR)
+    except cv2.error as e:  # a header declaring more pixels than OpenCV allows (a decompression bomb)
+        raise ImageReadError(f"image {path} cannot be decoded: {str(e).strip().splitlines()[-1]}") from None
     if image is None:
         raise ImageReadError(f"image {path} cannot be decoded (truncated, too large or not an image)")
     if image.shape[0] < 2 or image.shape[1] < 2:

@@ -13,6 +13,8 @@ import glob
 import math
 import os
 import re
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -45,11 +47,28 @@ class RunSettings:
     val_after: int = 5000
     keep_checkpoints: int = 3
     progress: bool = True
+    skip_nonfinite_loss: bool = False  # skip a step whose loss is NaN or inf instead of stopping
     data: dict = field(default_factory=dict)  # what fixes the data order (seed, batch size, ...): kept for resume
 
     @property
     def checkpoint_dir(self) -> str:
         return os.path.join(self.experiment_dir, "checkpoints")
+
+
+class TrainingInterrupted(Exception):
+    """SIGTERM or SIGINT arrived; the run saved a checkpoint of its last finished iteration and stopped."""
+
+    def __init__(self, signal_number: int, iteration: int, checkpoint: str | None):
+        self.signal_number = signal_number
+        self.iteration = iteration
+        self.checkpoint = checkpoint
+        super().__init__(f"{signal.Signals(signal_number).name} at iteration {iteration}: "
+                         + (f"saved {checkpoint}" if checkpoint else "no checkpoint written by this process")
+                         + "; continue with --resume")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A step's loss was NaN or inf; the step was not applied."""
 
 
 def latest_checkpoint(experiment_dir: str) -> str | None:
@@ -120,7 +139,9 @@ class Trainer:
             self.model = DistributedDataParallel(
                 self.network, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.iteration = 0
+        self.skipped_steps = 0
         self.best_ap: float | None = None
+        self._stop_signal: int | None = None
         if training_state is not None:
             self._restore(training_state)
 
@@ -130,6 +151,7 @@ class Trainer:
         if state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         self.iteration = int(state["iteration"])
+        self.skipped_steps = int(state.get("skipped_steps", 0))
         self.best_ap = state.get("best_ap")
         self.new_channels = {k: (int(dim), list(indices)) for k, (dim, indices) in
                              state.get("new_channels", self.new_channels).items()}
@@ -147,7 +169,7 @@ class Trainer:
                               "lr_drop_factor": self.optimizer_settings.lr_drop_factor,
                               "base_lr": self.optimizer_settings.base_lr},
                 "scaler": self.scaler.state_dict(), "rng": capture_rng_states(), "data": dict(self.settings.data),
-                "best_ap": self.best_ap, "optimizer_settings": self.optimizer_settings.to_dict(),
+                "best_ap": self.best_ap, "skipped_steps": self.skipped_steps, "optimizer_settings": self.optimizer_settings.to_dict(),
                 "new_channels": {k: [dim, list(indices)] for k, (dim, indices) in self.new_channels.items()},
                 "world_size": self.processes.world_size}
 
@@ -208,9 +230,13 @@ class Trainer:
                     name == p or name.startswith(p + ".") for p in self.optimizer_settings.freeze):
                 module.eval()
 
-    def step(self, batch_iterator) -> torch.Tensor:
-        """One optimiser step; returns the detached per-stage losses summed over the accumulated batches."""
+    def step(self, batch_iterator) -> torch.Tensor | None:
+        """One optimiser step; returns the detached per-stage losses summed over the accumulated batches, or None
+        when the loss was NaN or inf (on any process): then nothing is applied."""
         self.optimizer.zero_grad(set_to_none=True)
+        # A skipped step must leave no trace, and the forward pass alone moves BatchNorm's running statistics.
+        buffers = ([b.detach().clone() for b in self.network.buffers()] if self.settings.skip_nonfinite_loss
+                   else None)
         total_parts = None
         for micro in range(self.settings.batches_per_iter):
             batch = next(batch_iterator)
@@ -231,6 +257,16 @@ class Trainer:
                 self.scaler.scale(loss / self.settings.batches_per_iter).backward()
             parts = torch.stack([p.detach() for p in parts]) / self.settings.batches_per_iter
             total_parts = parts if total_parts is None else total_parts + parts
+        finite = torch.isfinite(total_parts).all().float()
+        if self.processes.distributed:  # every process must agree, or they would step different weights
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not finite.item():
+            self.optimizer.zero_grad(set_to_none=True)
+            if buffers is not None:
+                with torch.no_grad():
+                    for buffer, saved in zip(self.network.buffers(), buffers):
+                        buffer.copy_(saved)
+            return None
         before = self._new_channel_values()
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -285,7 +321,45 @@ class Trainer:
             torch.distributed.barrier()
         return metrics
 
+    def _request_stop(self, signal_number, frame) -> None:
+        self._stop_signal = signal_number  # acted on between iterations, where the state is consistent
+
+    def _install_stop_handlers(self) -> dict:
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+        return {number: signal.signal(number, self._request_stop) for number in (signal.SIGTERM, signal.SIGINT)}
+
+    def _stop(self) -> None:
+        """Save the last finished iteration (unless just saved) and raise TrainingInterrupted."""
+        path = os.path.join(self.settings.checkpoint_dir, f"checkpoint_iter_{self.iteration}.pth")
+        if self.processes.is_main and self.iteration > 0 and not os.path.exists(path):
+            path = self.save_checkpoint()
+        raise TrainingInterrupted(self._stop_signal, self.iteration,
+                                  path if self.processes.is_main and os.path.exists(path) else None)
+
+    def _non_finite_loss(self) -> None:
+        if self.settings.skip_nonfinite_loss:
+            self.skipped_steps += 1
+            if self.processes.is_main:
+                tqdm.write(f"warning: loss is NaN or inf at iteration {self.iteration}; step skipped "
+                           f"({self.skipped_steps} skipped so far, --skip-nonfinite-loss)")
+            return
+        last = latest_checkpoint(self.settings.experiment_dir)
+        raise NonFiniteLossError(
+            f"loss is NaN or inf at iteration {self.iteration}; the step was not applied and the run stopped. "
+            + (f"Last good checkpoint: {last}. " if last else "No checkpoint was written yet. ")
+            + "Resume from it with --resume (a lower --base-lr may help), or pass --skip-nonfinite-loss to skip "
+              "such steps")
+
     def run(self) -> dict:
+        previous_handlers = self._install_stop_handlers()
+        try:
+            return self._run()
+        finally:
+            for number, handler in previous_handlers.items():
+                signal.signal(number, handler)
+
+    def _run(self) -> dict:
         s = self.settings
         main = self.processes.is_main
         if main:
@@ -298,13 +372,27 @@ class Trainer:
                    disable=not (main and s.progress), dynamic_ncols=True)
         try:
             while self.iteration < s.total_iterations:
+                if self.processes.distributed:  # all stop at the same iteration, or the others wait forever
+                    stop = torch.tensor(self._stop_signal or 0, device=self.device)
+                    torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
+                    self._stop_signal = int(stop.item()) or None
+                if self._stop_signal is not None:
+                    self._stop()
                 lr = set_learning_rates(self.optimizer, self.epoch, self.optimizer_settings)
-                parts = self.step(batch_iterator)
+                try:
+                    parts = self.step(batch_iterator)
+                except Exception:
+                    if self._stop_signal is None:  # e.g. Ctrl-C also reached the data workers: not an error
+                        raise
+                    self._stop()
                 self.iteration += 1
-                window_parts = parts if window_parts is None else window_parts + parts
-                window_count += 1
+                if parts is None:
+                    self._non_finite_loss()
+                else:
+                    window_parts = parts if window_parts is None else window_parts + parts
+                    window_count += 1
                 bar.update(1)
-                if self.iteration % s.log_after == 0 or self.iteration == s.total_iterations:
+                if window_count and (self.iteration % s.log_after == 0 or self.iteration == s.total_iterations):
                     mean_parts = (self._mean_over_processes(window_parts) / window_count).cpu()
                     last_loss = float(mean_parts.sum())
                     elapsed = time.perf_counter() - window_start
@@ -334,7 +422,8 @@ class Trainer:
             bar.close()
             if main and self.writer is not None:
                 self.writer.close()
-        return {"iteration": self.iteration, "loss": last_loss, "best_ap": self.best_ap}
+        return {"iteration": self.iteration, "loss": last_loss, "best_ap": self.best_ap,
+                "skipped_steps": self.skipped_steps}
 
 
 def _truncate_csv(path: str, iteration: int) -> None:
