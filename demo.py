@@ -67,6 +67,19 @@ def _raise_interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
+class StopRequest:
+    """Ctrl+C or SIGTERM while frames flow: the frame in hand is finished (drawn, written to the video and the
+    JSON lines alike) and the loop stops after it; a second signal interrupts at once."""
+
+    def __init__(self):
+        self.requested = False
+
+    def __call__(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
 class Display:
     """A window when asked for and possible; otherwise says why once and stays off."""
 
@@ -98,7 +111,10 @@ class Display:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` finalizes the outputs like Ctrl+C does
+    # `kill` finalizes the outputs like Ctrl+C does; Ctrl+C is set explicitly because a process started in the
+    # background by a shell inherits SIGINT ignored, and Python then leaves it ignored.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
     setup_start = time.perf_counter()
     try:
         source = open_source(args.video, args.images)
@@ -139,8 +155,12 @@ def main(argv=None) -> int:
         total = min(total, args.max_frames)
     times = StreamTimes()
     status = 0
+    frames_done = 0  # drawn and written (the stream's count includes a frame estimated when a second signal came)
     finished = finished_cpu = None
     progress = tqdm(total=total, unit="frame", disable=args.no_progress or total is None, dynamic_ncols=True)
+    stop = StopRequest()
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     try:
         for result in estimate_stream(source, estimator, backend, times, args.max_frames):
             frame, people = result.frame, result.people
@@ -154,6 +174,9 @@ def main(argv=None) -> int:
             if json_writer:
                 json_writer.write(frame, people, ids)
             progress.update()
+            frames_done += 1
+            if stop.requested:
+                raise KeyboardInterrupt
             if not display.show(frame.image):
                 break
         finished, finished_cpu = time.perf_counter(), time.process_time()
@@ -176,15 +199,15 @@ def main(argv=None) -> int:
     if video_writer and video_writer.frames:
         print(f"wrote {video_writer.frames} frames to {args.output}", file=sys.stderr)
     if json_writer:
-        print(f"wrote poses of {times.frames} frames to {args.save_json}", file=sys.stderr)
+        print(f"wrote poses of {frames_done} frames to {args.save_json}", file=sys.stderr)
     elapsed = finished - times.started if times.started is not None and finished is not None else 0.0
     if times.cpu_started is not None and finished_cpu is not None and times.frames:
         cpu_ms = 1000 * (finished_cpu - times.cpu_started) / times.frames
         print(f"CPU time {cpu_ms:.1f} ms per frame (all threads; {os.cpu_count()} cores allow at most "
               f"{1000 * os.cpu_count() / cpu_ms:.1f} fps at this cost)", file=sys.stderr)
     per_frame = 1000.0 / max(times.frames, 1)
-    fps = times.frames / elapsed if elapsed > 0 else 0.0
-    print(f"processed {times.frames} frames in {elapsed:.1f} s: {fps:.1f} fps "
+    fps = frames_done / elapsed if elapsed > 0 else 0.0
+    print(f"processed {frames_done} frames in {elapsed:.1f} s: {fps:.1f} fps "
           f"(network {times.network * per_frame:.1f} ms, decoding {times.decoding * per_frame:.1f} ms per frame)")
     return status
 
