@@ -250,8 +250,10 @@ def main(argv=None) -> int:
         say(f"mix '{recipe.name}' ({recipe.mode}): every batch of {args.batch_size} holds "
             + ", ".join(f"{count} {source.name}" for count, source in zip(sampler.counts, labels.sources)))
     say(f"training to iteration {total} on {processes.device} (amp: {args.amp or 'off'}), outputs in {experiment_dir}")
+    all_ranks_finish = False  # every rank ends the run together, or one rank fails on its own
     try:
         result = trainer.run()
+        all_ranks_finish = True
     except ImageReadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -259,11 +261,12 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except TrainingInterrupted as e:
+        all_ranks_finish = True  # the stop signal is agreed on by all ranks before any acts on it
         print(f"stopped: {e}", file=sys.stderr)
         return 128 + e.signal_number  # what a shell reports for a process ended by that signal
     finally:
         if processes.distributed:
-            torch.distributed.destroy_process_group()
+            trainer.close_distributed(synchronise=all_ranks_finish)
     say(f"done: iteration {result['iteration']}, loss {result['loss']:.4f}"
         + (f", {result['skipped_steps']} steps skipped (NaN or inf loss)" if result["skipped_steps"] else "")
         + (f", best val AP {result['best_ap']:.4f}" if result["best_ap"] is not None else ""))

@@ -142,6 +142,10 @@ class Trainer:
         self.skipped_steps = 0
         self.best_ap: float | None = None
         self._stop_signal: int | None = None
+        # Collectives run on tensors the trainer keeps alive. A tensor Python frees while a gloo worker thread still
+        # holds it makes that thread need the GIL to let go of it; if the process group is destroyed at that moment
+        # (the main thread holds the GIL and joins the worker), the process never exits. CI hit exactly that.
+        self._collective_buffers: dict[tuple, torch.Tensor] = {}
         if training_state is not None:
             self._restore(training_state)
 
@@ -295,12 +299,30 @@ class Trainer:
             step = parameter.index_select(dim, index) - old
             parameter.index_copy_(dim, index, old + multiplier * step)
 
+    def _all_reduce(self, values: torch.Tensor, op=torch.distributed.ReduceOp.SUM) -> torch.Tensor:
+        key = (tuple(values.shape), values.dtype, values.device)
+        buffer = self._collective_buffers.get(key)
+        if buffer is None:
+            buffer = self._collective_buffers[key] = torch.empty_like(values)
+        buffer.copy_(values)
+        torch.distributed.all_reduce(buffer, op=op)
+        return buffer.clone()
+
     def _mean_over_processes(self, values: torch.Tensor) -> torch.Tensor:
         if self.processes.distributed:
-            values = values.clone()
-            torch.distributed.all_reduce(values)
-            values /= self.processes.world_size
+            values = self._all_reduce(values) / self.processes.world_size
         return values
+
+    def close_distributed(self, synchronise: bool) -> None:
+        """Leave the process group so that every process exits: wait for the others (only when all of them are known
+        to get here: a failure on one rank leaves the others inside a collective), drop the DDP wrapper, then destroy
+        the group while the collective buffers are still alive."""
+        if not torch.distributed.is_initialized():
+            return
+        if synchronise:
+            torch.distributed.barrier()
+        self.model = self.network
+        torch.distributed.destroy_process_group()
 
     def validate(self) -> dict | None:
         metrics = None
@@ -374,8 +396,7 @@ class Trainer:
             while self.iteration < s.total_iterations:
                 if self.processes.distributed:  # all stop at the same iteration, or the others wait forever
                     stop = torch.tensor(self._stop_signal or 0, device=self.device)
-                    torch.distributed.all_reduce(stop, op=torch.distributed.ReduceOp.MAX)
-                    self._stop_signal = int(stop.item()) or None
+                    self._stop_signal = int(self._all_reduce(stop, torch.distributed.ReduceOp.MAX).item()) or None
                 if self._stop_signal is not None:
                     self._stop()
                 lr = set_learning_rates(self.optimizer, self.epoch, self.optimizer_settings)

@@ -101,7 +101,7 @@ def test_torchrun_trains_with_two_cpu_processes(eight_images, tmp_path):
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
          "--prepared-train-labels", eight_images, "--experiments-folder", str(tmp_path), "--experiment-name", "ddp",
          *SMALL_RUN, "--max-iterations", "3", "--checkpoint-after", "3", "--num-workers", "0"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env)
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "x 2 process(es)" in result.stdout
     assert result.stdout.count("done: iteration 3") == 1  # rank 0 reports, rank 1 trains quietly
