@@ -83,17 +83,24 @@ def prepare_input(image: np.ndarray, height_size: int, scale: float = 1.0, strid
 
 def _resize_channels(maps: np.ndarray, size: tuple[int, int] | None = None, factor: float | None = None
                      ) -> np.ndarray:
-    """Cubic resize of a (C, H, W) stack; OpenCV resizes at most 512 channels at once."""
-    hwc = np.ascontiguousarray(maps.transpose(1, 2, 0))
-    chunks = []
-    for start in range(0, hwc.shape[2], 512):
-        part = hwc[:, :, start:start + 512]
+    """Cubic resize of a (C, H, W) stack, returned as a (C, H, W) view of an (H, W, C) array."""
+    return _resize_hwc(np.ascontiguousarray(maps.transpose(1, 2, 0)), size, factor).transpose(2, 0, 1)
+
+
+def _resize_hwc(hwc: np.ndarray, size: tuple[int, int] | None = None, factor: float | None = None) -> np.ndarray:
+    """Cubic resize of an (H, W, C) stack (rows may be a crop of a larger array); OpenCV takes at most 512
+    channels at once."""
+    def resize(part):
         if size is not None:
             out = cv2.resize(part, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
         else:
             out = cv2.resize(part, (0, 0), fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
-        chunks.append(out.reshape(out.shape[0], out.shape[1], -1))
-    return np.concatenate(chunks, axis=2).transpose(2, 0, 1)
+        return out.reshape(out.shape[0], out.shape[1], -1)
+
+    if hwc.shape[2] <= 512:
+        return resize(hwc)
+    return np.concatenate([resize(np.ascontiguousarray(hwc[:, :, start:start + 512]))
+                           for start in range(0, hwc.shape[2], 512)], axis=2)
 
 
 def unflip_maps(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet
@@ -144,7 +151,9 @@ class PoseEstimator:
         return items
 
     def image_maps(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Heatmaps and PAFs resized to the full image, averaged over scales and flips (the reference's val)."""
+        """Heatmaps and PAFs resized to the full image, averaged over scales and flips (the reference's val).
+        The stacks stay (H, W, C), OpenCV's layout, until one copy turns the result into contiguous (C, H, W):
+        at image size each copy costs more than the resizing."""
         height, width = image.shape[:2]
         heat_sum = paf_sum = None
         items = self._inputs_for(image)
@@ -156,14 +165,18 @@ class PoseEstimator:
             heatmaps, pafs = (self._to_image(m, transform, (height, width)) for m in (heatmaps, pafs))
             heat_sum = heatmaps if heat_sum is None else heat_sum + heatmaps
             paf_sum = pafs if paf_sum is None else paf_sum + pafs
-        return heat_sum / len(items), paf_sum / len(items)
+        if len(items) > 1:
+            heat_sum /= len(items)
+            paf_sum /= len(items)
+        return (np.ascontiguousarray(heat_sum.transpose(2, 0, 1)), np.ascontiguousarray(paf_sum.transpose(2, 0, 1)))
 
     @staticmethod
     def _to_image(maps: np.ndarray, transform: InputTransform, image_size: tuple[int, int]) -> np.ndarray:
-        up = _resize_channels(maps, factor=STRIDE)
+        """(C, h, w) network maps -> (H, W, C) at image size: upsampled by the stride, the padding cut off, then
+        resized to the image (two steps, as the reference)."""
+        up = _resize_hwc(np.ascontiguousarray(maps.transpose(1, 2, 0)), factor=STRIDE)
         top, left, bottom, right = transform.pad
-        up = up[:, top:up.shape[1] - bottom, left:up.shape[2] - right]
-        return _resize_channels(up, size=image_size)
+        return _resize_hwc(up[top:up.shape[0] - bottom, left:up.shape[1] - right], size=image_size)
 
     # ------------------------------------------------------------------ people
     def __call__(self, image: np.ndarray) -> People:
