@@ -6,6 +6,9 @@ come from `KeypointSet`. Numba compiles them once per machine (`cache=True`).
 """
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numba
@@ -34,6 +37,11 @@ class GroupingParams:
     # COCO AP exactly); True keeps the stronger. They differ by single one-pixel shifts of weak peaks, which
     # moved AP by -0.002 on coco_mini_train: a coin toss, so the reference's order is the default.
     nms_strongest_first: bool = False
+    # Threads that score a crowded frame's limbs (numba releases the GIL, so they run at once); frames with fewer
+    # candidate pairs than `threads_from_pairs` stay on the calling thread, where handing work over costs more.
+    threads: int = 2
+    threads_from_pairs: int = 20000
+    threads_from_cells: int = 200000  # heatmap cells from which peak finding is split across the threads too
 
 
 @dataclass
@@ -66,6 +74,9 @@ class People:
 
 
 REFINE_NONE, REFINE_PARABOLA, REFINE_CUBIC = 0, 1, 2
+# Samples of a crowd's pair looked up in the table of sure misses before any is computed: the first two for every
+# pair, the next two for pairs with one miss among those.
+PRECHECK_SAMPLES = 4
 
 # OpenCV's bicubic kernel (a = -0.75) a quarter of a cell past a cell: the weights of the cells before it, it,
 # and the two after (three quarters past uses them in reverse): what a 2x resize weighs each pixel with.
@@ -302,14 +313,17 @@ def _limb_connections(peaks, start_a, end_a, start_b, end_b, paf_x, paf_y, n_sam
     # lookups, made for all of one keypoint's pairs in a loop without branches (it vectorizes): most pairs of a
     # crowd end there.
     precheck = crowd and n_samples >= 2 and n_samples - 2 <= needed
+    checked = min(n_samples, PRECHECK_SAMPLES)
     t0 = fractions[0]
     t1 = fractions[min(1, n_samples - 1)]
     flat_miss = sure_miss.ravel()
     b_x = peaks[start_b:end_b, 0].copy()
     b_y = peaks[start_b:end_b, 1].copy()
-    first_cell = np.empty(nb, np.int64)
-    second_cell = np.empty(nb, np.int64)
-    cand = np.empty((na * nb, 3), np.float64)
+    first_cell = np.empty(nb, np.int32)
+    second_cell = np.empty(nb, np.int32)
+    # Grown as needed: sized for every pair, a crowd's buffer would be large enough for the allocator to map fresh
+    # pages on each call (page faults, and unmapping stalls the other threads of the process).
+    cand = np.empty((min(na * nb, 4 * (na + nb)), 3), np.float64)
     m = 0
     for i in range(start_a, end_a):
         ax = peaks[i, 0]
@@ -323,8 +337,24 @@ def _limb_connections(peaks, start_a, end_a, start_b, end_b, paf_x, paf_y, n_sam
                 row, column = _sample_cell(ax + t1 * dx, ay + t1 * dy, height, width, bilinear)
                 second_cell[k] = row * width + column
         for j in range(start_b, end_b):
-            if precheck and flat_miss[first_cell[j - start_b]] & flat_miss[second_cell[j - start_b]]:
-                continue
+            if precheck:
+                first_miss = flat_miss[first_cell[j - start_b]]
+                second_miss = flat_miss[second_cell[j - start_b]]
+                if first_miss & second_miss:
+                    continue
+                # One miss so far: two more samples looked up in the table settle most of the rest (a crowd's
+                # wrong pair crosses some of another person's field), for the price of two lookups.
+                dx = peaks[j, 0] - ax
+                dy = peaks[j, 1] - ay
+                misses = int(first_miss) + int(second_miss)
+                for si in range(2, checked):
+                    t = fractions[si]
+                    row, column = _sample_cell(ax + t * dx, ay + t * dy, height, width, bilinear)
+                    misses += sure_miss[row, column]
+                    if misses == 2:
+                        break
+                if misses == 2:
+                    continue
             dx = peaks[j, 0] - ax
             dy = peaks[j, 1] - ay
             length_sq = dx * dx + dy * dy
@@ -358,6 +388,10 @@ def _limb_connections(peaks, start_a, end_a, start_b, end_b, paf_x, paf_y, n_sam
                 continue
             score = total / valid
             if score > 0 and valid > min_success_ratio * n_samples:
+                if m == cand.shape[0]:
+                    grown = np.empty((2 * m, 3), np.float64)
+                    grown[:m] = cand
+                    cand = grown
                 cand[m, 0] = i
                 cand[m, 1] = j
                 cand[m, 2] = score
@@ -383,20 +417,67 @@ def _limb_connections(peaks, start_a, end_a, start_b, end_b, paf_x, paf_y, n_sam
 
 
 @numba.njit(cache=True, nogil=True)
-def group_peaks(peaks, pafs, num_keypoints, limb_keypoints, limb_paf_channels, fill_in, order, n_samples,
-                min_paf_score, min_success_ratio, min_keypoints, min_mean_score, bilinear_paf=False):
-    """Assemble people from `peaks` (from `find_peaks`) and `pafs` (2L, H, W) at the peaks' resolution.
-
-    Limbs are visited in `order`. A connection whose ends are both free starts a person; one with one end in a
-    person adds the other end to it; one joining two people merges them when they share no keypoint type.
-    Fill-in limbs only add a missing keypoint to an existing person. Returns (person peak ids (P, K) with -1
-    where missing, total scores (P,), keypoint counts (P,))."""
-    n = peaks.shape[0]
+def keypoint_starts(peaks, num_keypoints):
+    """Row ranges of each keypoint's peaks: keypoint k owns rows starts[k]:starts[k + 1] (peaks come grouped)."""
     starts = np.zeros(num_keypoints + 1, np.int64)
-    for p in range(n):
+    for p in range(peaks.shape[0]):
         starts[int(peaks[p, 3]) + 1] += 1
     for k in range(num_keypoints):
         starts[k + 1] += starts[k]
+    return starts
+
+
+@numba.njit(cache=True, nogil=True)
+def limb_candidates(peaks, starts, pafs, limb_keypoints, limb_paf_channels, limbs, n_samples, min_paf_score,
+                    min_success_ratio, bilinear_paf):
+    """The connections of each limb in `limbs`, as rows (limb, peak a, peak b, score): limb after limb in that
+    order, each limb's best first. Limbs are independent of each other, so callers may split them across threads."""
+    found = []
+    total = 0
+    for li in range(limbs.shape[0]):
+        limb = limbs[li]
+        ka = limb_keypoints[limb, 0]
+        kb = limb_keypoints[limb, 1]
+        if starts[ka + 1] == starts[ka] or starts[kb + 1] == starts[kb]:
+            found.append(np.empty((0, 3), np.float64))
+            continue
+        connections = _limb_connections(peaks, starts[ka], starts[ka + 1], starts[kb], starts[kb + 1],
+                                        pafs[limb_paf_channels[limb, 0]], pafs[limb_paf_channels[limb, 1]],
+                                        n_samples, min_paf_score, min_success_ratio, bilinear_paf)
+        found.append(connections)
+        total += connections.shape[0]
+    rows = np.empty((total, 4), np.float64)
+    m = 0
+    for li in range(limbs.shape[0]):
+        connections = found[li]
+        for ci in range(connections.shape[0]):
+            rows[m, 0] = limbs[li]
+            rows[m, 1:] = connections[ci]
+            m += 1
+    return rows
+
+
+@numba.njit(cache=True, nogil=True)
+def assemble_people(peaks, num_keypoints, limb_keypoints, fill_in, order, candidates, min_keypoints,
+                    min_mean_score):
+    """Assemble people from the limbs' `candidates` (rows of `limb_candidates`, any limb order): limbs are taken
+    in assembly `order`. A connection whose ends are both free starts a person; one with one end in a person adds
+    the other end to it; one joining two people merges them when they share no keypoint type. Fill-in limbs only
+    add a missing keypoint to an existing person. Returns (person peak ids (P, K) with -1 where missing, total
+    scores (P,), keypoint counts (P,))."""
+    n = peaks.shape[0]
+    num_limbs = limb_keypoints.shape[0]
+    limb_first = np.zeros(num_limbs + 1, np.int64)  # candidates of limb l: rows by_limb[limb_first[l]:...[l + 1]]
+    for r in range(candidates.shape[0]):
+        limb_first[int(candidates[r, 0]) + 1] += 1
+    for limb in range(num_limbs):
+        limb_first[limb + 1] += limb_first[limb]
+    by_limb = np.empty(candidates.shape[0], np.int64)
+    filled = limb_first[:num_limbs].copy()
+    for r in range(candidates.shape[0]):  # stable: each limb keeps its best-first order
+        limb = int(candidates[r, 0])
+        by_limb[filled[limb]] = r
+        filled[limb] += 1
     owner = np.full(n, -1, np.int64)
     people = np.full((max(n, 1), num_keypoints), -1, np.int64)
     totals = np.zeros(max(n, 1), np.float64)
@@ -407,15 +488,11 @@ def group_peaks(peaks, pafs, num_keypoints, limb_keypoints, limb_paf_channels, f
         limb = order[li]
         ka = limb_keypoints[limb, 0]
         kb = limb_keypoints[limb, 1]
-        if starts[ka + 1] == starts[ka] or starts[kb + 1] == starts[kb]:
-            continue
-        connections = _limb_connections(peaks, starts[ka], starts[ka + 1], starts[kb], starts[kb + 1],
-                                        pafs[limb_paf_channels[limb, 0]], pafs[limb_paf_channels[limb, 1]],
-                                        n_samples, min_paf_score, min_success_ratio, bilinear_paf)
-        for ci in range(connections.shape[0]):
-            a = int(connections[ci, 0])
-            b = int(connections[ci, 1])
-            score = connections[ci, 2]
+        for position in range(limb_first[limb], limb_first[limb + 1]):
+            row = by_limb[position]
+            a = int(candidates[row, 1])
+            b = int(candidates[row, 2])
+            score = candidates[row, 3]
             pa = owner[a]
             pb = owner[b]
             if fill_in[limb]:
@@ -472,6 +549,81 @@ def group_peaks(peaks, pafs, num_keypoints, limb_keypoints, limb_paf_channels, f
     return people[:num_people][keep].copy(), totals[:num_people][keep].copy(), counts[:num_people][keep].copy()
 
 
+
+@numba.njit(cache=True, nogil=True)
+def group_peaks(peaks, pafs, num_keypoints, limb_keypoints, limb_paf_channels, fill_in, order, n_samples,
+                min_paf_score, min_success_ratio, min_keypoints, min_mean_score, bilinear_paf=False):
+    """Assemble people from `peaks` (from `find_peaks`) and `pafs` (2L, H, W) at the peaks' resolution, on the
+    calling thread: `limb_candidates` for every limb, then `assemble_people`."""
+    starts = keypoint_starts(peaks, num_keypoints)
+    candidates = limb_candidates(peaks, starts, pafs, limb_keypoints, limb_paf_channels, order, n_samples,
+                                 min_paf_score, min_success_ratio, bilinear_paf)
+    return assemble_people(peaks, num_keypoints, limb_keypoints, fill_in, order, candidates, min_keypoints,
+                           min_mean_score)
+
+
+@numba.njit(cache=True, nogil=True)
+def all_finite(values):
+    """True when no value of the float32 array is NaN or +-inf: the largest exponent-and-mantissa field over all
+    values (an integer reduction, which vectorizes; a float one would not without reordering) stays below the
+    all-ones exponent that NaN and inf share."""
+    bits = values.ravel().view(np.uint32)
+    largest = np.uint32(0)
+    for i in range(bits.shape[0]):
+        largest = max(largest, bits[i] & np.uint32(0x7FFFFFFF))
+    return largest < np.uint32(0x7F800000)
+
+
+_decode_workers: ThreadPoolExecutor | None = None
+_decode_worker_count = 0
+_decode_workers_lock = threading.Lock()
+
+
+def _forget_decode_workers() -> None:
+    # A forked child inherits the pool object but not its threads: work handed to it would wait forever.
+    global _decode_workers, _decode_worker_count, _decode_workers_lock
+    _decode_workers, _decode_worker_count, _decode_workers_lock = None, 0, threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_decode_workers)
+
+
+def _finite(maps: np.ndarray) -> np.ndarray:
+    """The maps with NaN and +-inf set to 0: a diverged network's inf would become a person's score and spread
+    through the limb sums, and such cells carry no evidence. Finite maps, the usual case, are not copied."""
+    return maps if all_finite(maps) else np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _workers(threads: int) -> ThreadPoolExecutor:
+    """The process's pool of decoding workers, grown to at least `threads` - 1 threads."""
+    global _decode_workers, _decode_worker_count
+    with _decode_workers_lock:
+        if _decode_worker_count < threads - 1:
+            _decode_workers = ThreadPoolExecutor(threads - 1, thread_name_prefix="lwpose-decode")
+            _decode_worker_count = threads - 1
+    return _decode_workers
+
+
+def _limb_candidates_threaded(peaks, starts, pafs, keypoint_set: KeypointSet, pairs, threads: int, limb_args):
+    """`limb_candidates` with the limbs dealt into `threads` shares of about equal work (pairs to score), one
+    share on the calling thread and the others on worker threads."""
+    pool = _workers(threads)
+    shares = [[] for _ in range(threads)]
+    work = [0] * threads
+    for limb in sorted(range(len(pairs)), key=lambda limb: -int(pairs[limb])):  # biggest first, to the least loaded
+        share = work.index(min(work))
+        shares[share].append(limb)
+        work[share] += int(pairs[limb])
+
+    def candidates_of(limbs):
+        return limb_candidates(peaks, starts, pafs, keypoint_set.limb_keypoints, keypoint_set.limb_paf_channels,
+                               np.asarray(limbs, np.int64), *limb_args)
+
+    others = [pool.submit(candidates_of, limbs) for limbs in shares[1:]]
+    parts = [candidates_of(shares[0])] + [future.result() for future in others]
+    return np.concatenate(parts)
+
+
 def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet,
                   params: GroupingParams = GroupingParams(), heatmap_scale: int = 1) -> People:
     """People from one image's maps: `heatmaps` (K or K+1, H, W) and `pafs` (2L, H / s, W / s), where the
@@ -486,24 +638,44 @@ def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: Keypoint
         raise ValueError(f"maps do not fit keypoint set '{keypoint_set.name}': heatmaps {heatmaps.shape}, "
                          f"PAFs {pafs.shape}, expected {k} and {keypoint_set.num_pafs} channels, the heatmaps "
                          f"{heatmap_scale}x the PAFs' size")
-    # A diverged network's inf would become a person's score and spread through the limb sums: such cells carry no
-    # evidence (checked first: finite maps, the usual case, are not copied).
-    if not np.isfinite(heatmaps).all():
-        heatmaps = np.nan_to_num(heatmaps, nan=0.0, posinf=0.0, neginf=0.0)
-    if not np.isfinite(pafs).all():
-        pafs = np.nan_to_num(pafs, nan=0.0, posinf=0.0, neginf=0.0)
     refine = (REFINE_NONE if not params.refine_peaks
               else REFINE_CUBIC if params.refine_on_cubic else REFINE_PARABOLA)
-    peaks = find_peaks(heatmaps, np.float32(params.peak_threshold), np.float32(params.nms_radius), refine,
-                       params.nms_strongest_first)
+    peak_args = (np.float32(params.peak_threshold), np.float32(params.nms_radius), refine, params.nms_strongest_first)
+    if params.threads > 1 and heatmaps.size >= params.threads_from_cells:
+        # Channels are independent: the worker takes the second half of the heatmaps and of the PAFs' check.
+        half, paf_half = k // 2, pafs.shape[0] // 2
+
+        def second_half():
+            found = find_peaks(_finite(heatmaps[half:]), *peak_args)
+            found[:, 3] += half
+            return found, all_finite(pafs[paf_half:])
+
+        other = _workers(2).submit(second_half)
+        first = find_peaks(_finite(heatmaps[:half]), *peak_args)
+        first_pafs_finite = all_finite(pafs[:paf_half])
+        rest, rest_pafs_finite = other.result()
+        peaks = np.concatenate((first, rest))
+        if not (first_pafs_finite and rest_pafs_finite):
+            pafs = _finite(pafs)
+    else:
+        peaks = find_peaks(_finite(heatmaps), *peak_args)
+        pafs = _finite(pafs)
     if len(peaks) == 0:
         return People.empty(k)
     if heatmap_scale != 1:  # pixel j of a map resized s times (OpenCV's convention) lies at (j + 0.5) / s - 0.5
         peaks[:, :2] = (peaks[:, :2] + 0.5) / heatmap_scale - 0.5
-    person_peaks, totals, counts = group_peaks(
-        peaks, pafs, k, keypoint_set.limb_keypoints, keypoint_set.limb_paf_channels, keypoint_set.fill_in_mask,
-        keypoint_set.assembly_order, params.paf_samples, params.min_paf_score, params.min_success_ratio,
-        params.min_keypoints, params.min_mean_score, params.bilinear_paf)
+    starts = keypoint_starts(peaks, k)
+    order = keypoint_set.assembly_order
+    pairs = np.diff(starts)[keypoint_set.limb_keypoints].prod(axis=1)  # candidate pairs of each limb
+    limb_args = (params.paf_samples, params.min_paf_score, params.min_success_ratio, params.bilinear_paf)
+    if params.threads > 1 and pairs.sum() >= params.threads_from_pairs:
+        candidates = _limb_candidates_threaded(peaks, starts, pafs, keypoint_set, pairs, params.threads, limb_args)
+    else:
+        candidates = limb_candidates(peaks, starts, pafs, keypoint_set.limb_keypoints,
+                                     keypoint_set.limb_paf_channels, order, *limb_args)
+    person_peaks, totals, counts = assemble_people(
+        peaks, k, keypoint_set.limb_keypoints, keypoint_set.fill_in_mask, order, candidates,
+        params.min_keypoints, params.min_mean_score)
     return people_from_peaks(person_peaks, totals, counts, peaks, k)
 
 

@@ -75,6 +75,61 @@ def test_limb_scoring_that_stops_early_keeps_every_verdict_of_full_sampling(bili
         np.testing.assert_allclose(got[:, 2], [s for _, _, s in expected], rtol=1e-5)
 
 
+
+@pytest.mark.parametrize("bilinear", [False, True])
+def test_crowd_limb_scoring_with_the_table_of_sure_misses_keeps_every_verdict(bilinear):
+    """Enough pairs for the table of sure misses and the two-lookup precheck to switch on: field in a few bands
+    pointing roughly along them (pairs inside a band pass), noisy blobs, and the rest of the map at zero or just
+    under the threshold, where the precheck must not misjudge."""
+    rng = np.random.default_rng(5)
+    for _ in range(6):
+        paf_x = np.zeros((20, 24), np.float32)
+        paf_y = np.zeros((20, 24), np.float32)
+        paf_x[rng.random((20, 24)) < 0.3] = 0.0499  # just too weak to count
+        for _ in range(4):
+            y, x = rng.integers(0, 17), rng.integers(0, 21)
+            paf_x[y:y + 3, x:x + 3] = rng.normal(0.5, 0.5)
+            paf_y[y:y + 3, x:x + 3] = rng.normal(0.0, 0.5)
+        band_rows = rng.choice(np.arange(1, 18, 4), 3, replace=False)
+        for y in band_rows:
+            paf_x[y - 1:y + 2] = rng.uniform(0.3, 1.0, (3, 24))
+            paf_y[y - 1:y + 2] = rng.normal(0.0, 0.1, (3, 24))
+        count = 40
+        peaks = np.zeros((2 * count, 4), np.float32)
+        peaks[:, 0] = rng.uniform(0, 23, 2 * count)
+        peaks[:, 1] = rng.uniform(0, 19, 2 * count)
+        peaks[:20, 1] = rng.choice(band_rows, 20) + rng.uniform(-0.5, 0.5, 20)  # a ends inside the bands
+        peaks[count:count + 20, 1] = rng.choice(band_rows, 20) + rng.uniform(-0.5, 0.5, 20)  # b ends too
+        peaks[:, 2] = rng.uniform(0.1, 1, 2 * count)
+        peaks[count:, 3] = 1
+        assert count * count * 10 > paf_x.size  # the crowd path
+        got = _limb_connections(peaks, 0, count, count, 2 * count, paf_x, paf_y, 10, 0.05, 0.8, bilinear)
+        expected = limb_connections_sampling_every_point(peaks, range(count), range(count, 2 * count), paf_x, paf_y,
+                                                         10, 0.05, 0.8, bilinear)
+        assert len(expected) > 0
+        assert [(int(r[0]), int(r[1])) for r in got] == [(i, j) for i, j, _ in expected]
+        np.testing.assert_allclose(got[:, 2], [s for _, _, s in expected], rtol=1e-5)
+
+
+def tiled_crowd(keypoint_set, count, columns, jitter, seed=0):
+    """Small standing people on a grid (15 x 38 map cells each), each moved by up to `jitter` cells."""
+    rng = np.random.default_rng(seed)
+    return [standing_person(keypoint_set, 8 + 15 * (i % columns) + rng.uniform(-jitter, jitter),
+                            2 + 38 * (i // columns) + rng.uniform(-jitter, jitter), scale=0.45) for i in range(count)]
+
+
+def test_a_crowd_decoded_on_two_threads_is_the_crowd_decoded_on_one():
+    ks = load_keypoint_set("lwop18")
+    rng = np.random.default_rng(1)
+    heatmaps, pafs = render_maps(tiled_crowd(ks, 40, 8, 3.0, seed=1), ks, 192, 128, sigma=1.0, paf_width=1.0)
+    heatmaps += rng.uniform(0, 0.3, heatmaps.shape).astype(np.float32)  # clutter: spurious peaks everywhere
+    one = GroupingParams(refine_peaks=True, refine_on_cubic=True, bilinear_paf=True, threads=1)
+    two = GroupingParams(refine_peaks=True, refine_on_cubic=True, bilinear_paf=True, threads=2, threads_from_pairs=0)
+    single, threaded = decode_people(heatmaps, pafs, ks, one), decode_people(heatmaps, pafs, ks, two)
+    assert len(single) >= 15
+    np.testing.assert_array_equal(threaded.keypoints, single.keypoints)
+    np.testing.assert_array_equal(threaded.scores, single.scores)
+
 def test_bilinear_paf_sampling_interpolates_between_cells_and_clamps_at_borders():
     ys, xs = np.mgrid[0:6, 0:8].astype(np.float32)
     paf_x, paf_y = 2 * xs + 3 * ys, xs - ys  # bilinear interpolation reproduces a linear field exactly
@@ -133,9 +188,7 @@ def test_heatmaps_finer_than_the_pafs_give_coordinates_in_paf_cells():
 
 def test_a_crowd_of_a_hundred_decodes_to_a_hundred_people():
     ks = load_keypoint_set("lwop18")
-    rng = np.random.default_rng(0)
-    truth = [standing_person(ks, 8 + 15 * (i % 10) + rng.uniform(-1, 1), 2 + 38 * (i // 10) + rng.uniform(-1, 1),
-                             scale=0.45) for i in range(100)]
+    truth = tiled_crowd(ks, 100, 10, 1.0)
     heatmaps, pafs = render_maps(truth, ks, 384, 152, sigma=1.0, paf_width=1.0)
     params = GroupingParams(nms_radius=1.0, refine_peaks=True, refine_on_cubic=True, bilinear_paf=True,
                             nms_strongest_first=True)
@@ -197,3 +250,19 @@ def test_val_scores_the_int8_ir_the_demo_runs_fastest(hpe_checkpoint, tmp_path):
                               "--decode-at", "map", "--openvino-ir", HPE_XML)
     print(stdout)
     assert metrics["AP"] >= 0.765
+
+
+def test_a_forked_child_decodes_a_crowd_after_its_parent_did():
+    """The decoding threads of a parent do not exist in a forked child (multiprocessing's default on Linux): the
+    child must start its own rather than wait on the parent's forever."""
+    import multiprocessing
+
+    ks = load_keypoint_set("lwop18")
+    heatmaps, pafs = render_maps(tiled_crowd(ks, 40, 8, 0.0), ks, 192, 128, sigma=1.0, paf_width=1.0)
+    params = GroupingParams(refine_peaks=True, refine_on_cubic=True, bilinear_paf=True, threads=2,
+                            threads_from_pairs=0, threads_from_cells=0)
+    in_parent = decode_people(heatmaps, pafs, ks, params)
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        in_child = pool.apply_async(decode_people, (heatmaps, pafs, ks, params)).get(timeout=120)
+    assert len(in_parent) == 40
+    np.testing.assert_array_equal(in_child.keypoints, in_parent.keypoints)
