@@ -63,6 +63,7 @@ def parse_args(argv=None):
     train.add_argument("--num-channels", type=int, default=32)
     train.add_argument("--num-refinement-stages", type=int, default=1)
     train.add_argument("--base-lr", type=float, default=2e-3)
+    train.add_argument("--sigma", type=float, default=None, help="train.py --sigma (default: train.py's)")
     train.add_argument("--num-workers", type=int, default=1)
     parser.add_argument("--height-size", type=int, default=None,
                         help="network input height for val.py and demo.py (default: --input-size when training, "
@@ -175,6 +176,7 @@ def quickstart(args) -> dict:
                            "--backbone-width", str(args.backbone_width), "--num-channels", str(args.num_channels),
                            "--num-refinement-stages", str(args.num_refinement_stages),
                            "--base-lr", str(args.base_lr), "--weight-decay", "0",
+                           *(["--sigma", str(args.sigma)] if args.sigma else []),
                            "--lr-drop-epochs", *map(str, drop_epochs),
                            *(["--lr-mult", "refinement_stages=1"] if args.num_refinement_stages else []),
                            "--batch-size", str(args.batch_size),
