@@ -337,26 +337,23 @@ def _limb_connections(peaks, start_a, end_a, start_b, end_b, paf_x, paf_y, n_sam
                 row, column = _sample_cell(ax + t1 * dx, ay + t1 * dy, height, width, bilinear)
                 second_cell[k] = row * width + column
         for j in range(start_b, end_b):
+            if precheck and flat_miss[first_cell[j - start_b]] & flat_miss[second_cell[j - start_b]]:
+                continue
+            dx = peaks[j, 0] - ax
+            dy = peaks[j, 1] - ay
             if precheck:
-                first_miss = flat_miss[first_cell[j - start_b]]
-                second_miss = flat_miss[second_cell[j - start_b]]
-                if first_miss & second_miss:
-                    continue
-                # One miss so far: two more samples looked up in the table settle most of the rest (a crowd's
-                # wrong pair crosses some of another person's field), for the price of two lookups.
-                dx = peaks[j, 0] - ax
-                dy = peaks[j, 1] - ay
-                misses = int(first_miss) + int(second_miss)
+                # At most one miss so far: the next samples, looked up in the table, settle most of the rest (a
+                # crowd's wrong pair crosses some of another person's field) before any is computed. The
+                # pre-check is on only where two misses fail the ratio.
+                misses = int(flat_miss[first_cell[j - start_b]]) + int(flat_miss[second_cell[j - start_b]])
                 for si in range(2, checked):
                     t = fractions[si]
                     row, column = _sample_cell(ax + t * dx, ay + t * dy, height, width, bilinear)
                     misses += sure_miss[row, column]
-                    if misses == 2:
+                    if misses >= 2:
                         break
-                if misses == 2:
+                if misses >= 2:
                     continue
-            dx = peaks[j, 0] - ax
-            dy = peaks[j, 1] - ay
             length_sq = dx * dx + dy * dy
             if length_sq < 1e-12:
                 continue
