@@ -102,11 +102,13 @@ def read_annotation_json(path: str):
         raise AnnotationError(f"{path}: not JSON ({e})") from None
 
 
-def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSet | None = None
-                        ) -> CocoKeypointFile:
+def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSet | None = None,
+                        data: object = None) -> CocoKeypointFile:
     """Read and check a COCO keypoint file. `target` is the set the labels will be converted to (used to detect
-    the file's own set when `source` is not given)."""
-    data = read_annotation_json(path)
+    the file's own set when `source` is not given). `data`: the file's content when the caller has read it already
+    (errors still name `path`)."""
+    if data is None:
+        data = read_annotation_json(path)
     if not isinstance(data, dict):
         raise AnnotationError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories', got a "
                               f"JSON {type(data).__name__}")

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from datasets.coco_reader import (AnnotationError, CocoKeypointFile, as_coco_ground_truth, find_missing_images,
-                                  read_coco_keypoints)
+                                  read_annotation_json, read_coco_keypoints)
 from datasets.conversion import KeypointConversion
 from datasets.mpii_reader import read_mpii_keypoints
 from datasets.prepared_labels import (PreparedLabels, SelectionSettings, build_prepared_labels,
@@ -267,19 +267,24 @@ def _check_ratios(sources: list[MixSource], fail) -> None:
 
 # ------------------------------------------------------------------- reading
 def read_source(source: MixSource, recipe: MixRecipe, labels: str | None = None, images_folder: str | None = None,
-                progress: bool = False) -> tuple[CocoKeypointFile, list[str]]:
+                progress: bool = False, data: object = None) -> tuple[CocoKeypointFile, list[str]]:
     """A source's annotations in its own keypoint set (the training file, or `labels`), and the images missing
-    from its folder. A file that does not match the declared set fails naming the recipe entry."""
+    from its folder. A file that does not match the declared set fails naming the recipe entry. `data`: a COCO
+    file's content, when already read."""
     labels = labels or source.labels
     images_folder = images_folder or source.images_folder
     try:
         if source.format == "mpii":
             return read_mpii_keypoints(labels, source.keypoint_set, images_folder, progress)
-        coco = read_coco_keypoints(labels, recipe.target, source.keypoint_set)
+        coco = read_coco_keypoints(labels, recipe.target, source.keypoint_set, data)
         return coco, find_missing_images(coco, images_folder)
     except AnnotationError as e:
-        raise recipe.fail(source.entry, f"{e} (declared: format '{source.format}', keypoints "
-                                        f"'{source.keypoint_set.name}')") from None
+        raise _source_error(source, recipe, e) from None
+
+
+def _source_error(source: MixSource, recipe: MixRecipe, error: AnnotationError):
+    return recipe.fail(source.entry, f"{error} (declared: format '{source.format}', keypoints "
+                                     f"'{source.keypoint_set.name}')")
 
 
 def prepare_mixed_labels(recipe: MixRecipe, progress: bool = False, report=print) -> PreparedLabels:
@@ -327,9 +332,12 @@ def evaluation_ground_truth(source: MixSource, recipe: MixRecipe) -> tuple[dict,
     labels = source.val_labels or source.labels
     images_folder = source.val_images_folder or source.images_folder
     if source.format == "coco":
-        read_source(source, recipe, labels, images_folder)  # checks the file against the declared set
-        with open(labels) as f:
-            return json.load(f), images_folder
+        try:
+            ground_truth = read_annotation_json(labels)
+        except AnnotationError as e:
+            raise _source_error(source, recipe, e) from None
+        read_source(source, recipe, labels, images_folder, data=ground_truth)  # checks it against the declared set
+        return ground_truth, images_folder
     coco, missing = read_source(source, recipe, labels, images_folder)
     if missing:
         print(f"note: {source.name}: {len(missing)} images missing from {images_folder} are not scored: "
