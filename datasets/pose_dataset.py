@@ -226,7 +226,7 @@ class PoseTrainingDataset(Dataset):
         if jittered is not out["image"]:  # OpenCV writes in place when it can; copy when it could not
             out["image"][...] = jittered
 
-        keypoints = self.crop_keypoints(index, params)
+        keypoints = self.crop_keypoints(index, params, matrix)
         make_targets(keypoints, self.keypoint_set, (self.map_size, self.map_size), self.targets.stride,
                      self.targets.sigma, self.targets.paf_thickness, out=(out["heatmaps"], out["pafs"]))
         out["mask"][...] = self._loss_weight_map(image_index, matrix, params.flip)
@@ -247,11 +247,14 @@ class PoseTrainingDataset(Dataset):
         center = (x + w / 2 - 0.5, y + h / 2 - 0.5)  # box in pixel edges, centre in pixel centres
         return crop_matrix(center, h, params, self.augmentation)
 
-    def crop_keypoints(self, index: int, params: AugmentParams) -> np.ndarray:
+    def crop_keypoints(self, index: int, params: AugmentParams, matrix: np.ndarray | None = None) -> np.ndarray:
         """(P, K, 3) every person of sample `index`'s image in its crop, mirrored and left/right swapped when
-        `params` flips: what the targets are made from."""
+        `params` flips: what the targets are made from. `matrix`: the sample's `sample_crop_matrix`, when the
+        caller has it."""
         info = self.labels.images[self.labels.samples[index][0]]
-        keypoints = transform_keypoints(info.keypoints, self.sample_crop_matrix(index, params))
+        if matrix is None:
+            matrix = self.sample_crop_matrix(index, params)
+        keypoints = transform_keypoints(info.keypoints, matrix)
         if params.flip:
             keypoints = flip_keypoints(keypoints, self.augmentation.input_size, self.keypoint_set.flip_permutation)
         return keypoints

@@ -110,13 +110,15 @@ def original_tile(dataset: PoseTrainingDataset, index: int, drawer: PoseDrawer) 
     return tile, matrix
 
 
-def augmented_tiles(dataset: PoseTrainingDataset, index: int, params, drawer: PoseDrawer) -> tuple[np.ndarray, dict]:
-    """The crop of one draw with its keypoints and zero-weight cells drawn, and the sample itself."""
+def augmented_tiles(dataset: PoseTrainingDataset, index: int, params, crop: np.ndarray, drawer: PoseDrawer
+                    ) -> tuple[np.ndarray, dict]:
+    """The crop of one draw (`crop`: its `sample_crop_matrix`) with its keypoints and zero-weight cells drawn, and
+    the sample itself."""
     sample = dataset.make_sample(index, params)
     size = dataset.augmentation.input_size
     tile = tint(sample["image"].copy(), 1.0 - cv2.resize(sample["mask"], (size, size),
                                                          interpolation=cv2.INTER_NEAREST), IGNORE_TINT)
-    drawer.draw(tile, labelled_people(dataset.crop_keypoints(index, params)))
+    drawer.draw(tile, labelled_people(dataset.crop_keypoints(index, params, crop)))
     return tile, sample
 
 
@@ -161,7 +163,7 @@ def sample_row(dataset: PoseTrainingDataset, index: int, draws: int, seed: int, 
         params = sample_augment_params(rng, dataset.augmentation)
         crop = dataset.sample_crop_matrix(index, params)
         for mirrored in (False, True):
-            tile, sample = augmented_tiles(dataset, index, dataclasses.replace(params, flip=mirrored), drawer)
+            tile, sample = augmented_tiles(dataset, index, dataclasses.replace(params, flip=mirrored), crop, drawer)
             if first_sample is None:
                 first_sample = sample
             to_tile = compose(flip_matrix(dataset.augmentation.input_size), crop) if mirrored else crop
