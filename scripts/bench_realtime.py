@@ -27,12 +27,13 @@ from lwpose.estimator import InputTransform, PoseEstimator  # noqa: E402
 from lwpose.grouping import GroupingParams  # noqa: E402
 from lwpose.images import read_image  # noqa: E402
 
-SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
+SHARED = os.path.join(os.path.dirname(ROOT), "shared")
+SHARED_DATA = os.path.join(SHARED, "data")
 DEFAULT_VIDEO = os.path.join(SHARED_DATA, "video", "vtest.avi")
 # One person alone, large and fully visible: the model of every person of the synthetic crowds.
 DEFAULT_CROWD_IMAGE = os.path.join(SHARED_DATA, "mmpose_samples", "coco", "000000000785.jpg")
 # Open Model Zoo's INT8 IR of the same network: the fastest engine on a CPU with int8 instructions.
-DEFAULT_INT8_IR = os.path.join(os.path.dirname(ROOT), "shared", "weights", "human-pose-estimation-0001", "FP16-INT8",
+DEFAULT_INT8_IR = os.path.join(SHARED, "weights", "human-pose-estimation-0001", "FP16-INT8",
                                "human-pose-estimation-0001.xml")
 REFERENCE_DEMO_FPS = 10.3  # REFERENCE.md section 3: the reference demo on vtest.avi, this machine type
 SUMMARY = re.compile(r"processed (\d+) frames in ([\d.]+) s: ([\d.]+) fps \(network ([\d.]+) ms, "
