@@ -8,7 +8,7 @@ import sys
 
 from lwpose.checkpoint import CheckpointError, load_model
 from datasets.mix_recipe import RecipeError, evaluation_ground_truth, load_mix_recipe, output_keypoint_indices
-from lwpose.coco_eval import METRIC_NAMES, GroundTruthError, keypoint_ground_truth, load_keypoint_ground_truth
+from lwpose.coco_eval import METRIC_NAMES, GroundTruthError, format_metric, keypoint_ground_truth, load_keypoint_ground_truth
 from lwpose.estimator import PoseEstimator
 from lwpose.backends import BackendUnavailable, TorchBackend, make_backend
 from lwpose.keypoints import KeypointSetError
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     if report.unreadable:
         print(f"{len(report.unreadable)} of {report.num_images} images could not be read and count as missed: "
               + ", ".join(report.unreadable[:10]) + (" ..." if len(report.unreadable) > 10 else ""))
-    print(" ".join(f"{name} {report.metrics[name]:.3f}" for name in METRIC_NAMES[:6])
+    print(" ".join(f"{name} {format_metric(report.metrics[name])}" for name in METRIC_NAMES[:6])
           + f"  ({report.num_images} images, {len(report.detections)} detections, {report.seconds:.1f} s)")
     if args.metrics_out:
         write_json(report.to_json() | {"labels": args.labels, "checkpoint": args.checkpoint_path,

@@ -15,6 +15,7 @@ from lwpose.grouping import People
 from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
+AREA_METRIC_NAMES = ("APm", "APl", "ARm", "ARl")  # medium and large people only
 
 # COCO writes keypoints with pixel edges at integers; our coordinates put pixel centres at integers.
 COCO_COORDINATE_OFFSET = 0.5
@@ -197,9 +198,16 @@ def evaluate_keypoints(gt: KeypointGroundTruth, results: list[dict], image_ids=N
         summary = io.StringIO()
         with contextlib.redirect_stdout(summary):
             evaluator.summarize()
-    metrics = {name: float(max(0.0, v)) for name, v in zip(METRIC_NAMES, evaluator.stats)}
+    # pycocotools says -1 for an area range without ground truth: None there (not 0, which reads as "all missed").
+    metrics = {name: None if v < 0 and name in AREA_METRIC_NAMES else float(max(0.0, v))
+               for name, v in zip(METRIC_NAMES, evaluator.stats)}
     metrics["summary"] = summary.getvalue()
     return metrics
+
+
+def format_metric(value: float | None) -> str:
+    """A metric for one line of text: 'n/a' where the ground truth has no one it could measure."""
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def image_path(images_folder: str, file_name: str) -> str:

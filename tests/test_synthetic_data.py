@@ -70,6 +70,10 @@ def test_labels_load_by_their_keypoint_names_and_score_ap_one_against_themselves
     metrics = evaluate_keypoints(gt, detections)
     assert metrics["AP"] == pytest.approx(1.0)
     assert metrics["AR"] == pytest.approx(1.0)
+    # Area ranges the split has nobody in are None (pycocotools' -1), not a score of 0.
+    has_large = any(a["area"] > 96 ** 2 for a in gt.data["annotations"] if a["num_keypoints"] > 0)
+    assert (metrics["APl"] is None) == (not has_large)
+    assert metrics["APl"] is None or metrics["APl"] == pytest.approx(1.0)
 
 
 def test_manifest_lists_every_split_and_the_video(generated):
