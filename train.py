@@ -107,6 +107,8 @@ def parse_args(argv=None):
     optim.add_argument("--epochs", type=int, default=280)
     optim.add_argument("--max-iterations", type=int, default=None, help="stop after this many iterations in all")
     optim.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None, help="mixed precision")
+    optim.add_argument("--channels-last", action="store_true",
+                       help="keep activations in (N, H, W, C) memory order: faster CPU training of small networks")
     optim.add_argument("--skip-nonfinite-loss", action="store_true",
                        help="skip a step whose loss is NaN or inf (counted) instead of stopping the run")
 
@@ -232,7 +234,7 @@ def main(argv=None) -> int:
               "batch_size": args.batch_size, "batches_per_iter": args.batches_per_iter,
               "world_size": processes.world_size, "augmentation": repr(dataset.augmentation),
               **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})},
-        skip_nonfinite_loss=args.skip_nonfinite_loss)
+        skip_nonfinite_loss=args.skip_nonfinite_loss, channels_last=args.channels_last)
     loader = make_train_loader(dataset, sampler, args.num_workers, pin_memory=processes.device.type == "cuda")
     try:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
