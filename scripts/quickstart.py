@@ -86,12 +86,24 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+def host_steal_seconds() -> float | None:
+    """CPU time the hypervisor gave to other guests since boot, summed over cores (Linux /proc/stat; None
+    elsewhere): on a shared virtual machine the same work takes longer wall time while this grows."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) / os.sysconf("SC_CLK_TCK") if fields[0] == "cpu" and len(fields) > 8 else None
+    except (OSError, ValueError):
+        return None
+
+
 def run_step(name: str, command: list, timings: list, env: dict | None = None) -> str:
     """Run one entry point (with `env` added to the environment), its output shown as it comes; record its wall
     time and the CPU time of the processes it started. Returns what it printed on stdout."""
     shown_env = "".join(f"{key}={shlex.quote(value)} " for key, value in (env or {}).items())
     print(f"\n== {name}\n$ {shown_env}{shlex.join(command)}", flush=True)
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    steal_before = host_steal_seconds()
     start = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, text=True,
                                env=dict(os.environ, **env) if env else None)
@@ -102,8 +114,15 @@ def run_step(name: str, command: list, timings: list, env: dict | None = None) -
     status = process.wait()
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    timings.append({"step": name, "wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(cpu, 1)})
-    print(f"({name}: {timings[-1]['wall_s']:.0f} s, CPU {timings[-1]['cpu_s']:.0f} s)", flush=True)
+    wall = time.perf_counter() - start
+    steal_after = host_steal_seconds()
+    # The share of the machine's cores the host took away during the step.
+    steal = None if steal_before is None or steal_after is None else \
+        (steal_after - steal_before) / (wall * (os.cpu_count() or 1))
+    timings.append({"step": name, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1),
+                    "host_steal": None if steal is None else round(steal, 3)})
+    print(f"({name}: {wall:.0f} s, CPU {cpu:.0f} s" + ("" if steal is None else f", host steal {steal:.0%}") + ")",
+          flush=True)
     if status != 0:
         raise StepFailed(f"step '{name}' failed with exit status {status}: {shlex.join(command)}")
     return "".join(printed)
@@ -149,8 +168,9 @@ def write_report(metrics_path: str, val_output: str, report_path: str, timings: 
     ap = float(metrics["AP"])
     lines = [f"checkpoint: {metrics['checkpoint']}", f"ground truth: {metrics['labels']}",
              f"input height: {metrics['height_size']}", "", "val.py:", val_output.rstrip(), "",
-             "step                    wall s    CPU s"]
-    lines += [f"{t['step']:<22} {t['wall_s']:>7.1f} {t['cpu_s']:>8.1f}" for t in timings]
+             "step                    wall s    CPU s   host steal"]
+    lines += [f"{t['step']:<22} {t['wall_s']:>7.1f} {t['cpu_s']:>8.1f}"
+              + ("" if t["host_steal"] is None else f"   {t['host_steal']:>9.0%}") for t in timings]
     lines += ["", f"AP {ap:.3f}"]
     with open(report_path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -247,8 +267,11 @@ def main(argv=None) -> int:
     except StepFailed as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print("\n== quickstart done in {:.0f} s (CPU {:.0f} s)".format(
-        time.perf_counter() - start, sum(t["cpu_s"] for t in result["timings"])))
+    wall = time.perf_counter() - start
+    steal = [t["host_steal"] * t["wall_s"] for t in result["timings"] if t["host_steal"] is not None]
+    print("\n== quickstart done in {:.0f} s (CPU {:.0f} s{})".format(
+        wall, sum(t["cpu_s"] for t in result["timings"]),
+        f", host steal {sum(steal) / wall:.0%} of the cores" if steal else ""))
     for name, path in result["outputs"].items():
         shown = os.path.relpath(path)
         print(f"  {name + ':':<20} {path if shown.startswith('..') else shown}")
