@@ -203,7 +203,7 @@ def test_train_py_mix_grows_the_imported_model_and_val_py_scores_each_source(hpe
 # The README's "Mixing datasets" run, shorter: only the refinement stage trains (the backbone, CPM and initial stage
 # stay the imported ones), the new head_top channels step 25 times further than the old ones.
 LEARN_HEAD_TOP = ["--freeze", "model", "--freeze", "cpm", "--freeze", "initial_stage", "--new-channel-lr-mult", "25",
-                  "--input-size", "256", "--batch-size", "4"]
+                  "--input-size", "256", "--batch-size", "4", "--channels-last"]  # 1.4-2x faster steps on the CPU
 
 
 @pytest.mark.slow

@@ -118,6 +118,7 @@ def test_fine_tuning_the_imported_weights_keeps_val_ap(hpe_checkpoint, tmp_path)
     prepare(COCO_MINI_LABELS, COCO_MINI_IMAGES, "lwop18", tmp_path / "prepared.json")
     train(str(tmp_path / "prepared.json"), tmp_path, "finetune", "--checkpoint-path", hpe_checkpoint,
           "--weights-only", "--batch-size", "4", "--max-iterations", "6", "--log-after", "1", "--num-workers", "2",
+          "--channels-last",
           "--val-after", "6", "--val-labels", COCO_MINI_LABELS, "--val-images-folder", COCO_MINI_IMAGES,
           "--no-progress", "--device", "cpu", timeout=1200)
     validation = read_log(tmp_path / "finetune" / "val_log.csv")
