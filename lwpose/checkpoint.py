@@ -34,7 +34,8 @@ def make_checkpoint(state_dict: Mapping[str, torch.Tensor], keypoint_set: Keypoi
         "format_version": FORMAT_VERSION,
         "architecture": architecture.to_dict(),
         "keypoint_set": keypoint_set.to_dict(),
-        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        # Standard-layout weights whatever memory order they were trained in (train.py --channels-last).
+        "state_dict": {k: v.detach().cpu().contiguous() for k, v in state_dict.items()},
         "meta": dict(meta or {}),
     }
     if training is not None:

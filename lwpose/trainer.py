@@ -189,9 +189,7 @@ class Trainer:
         return self.iteration * self.settings.batches_per_iter // self.settings.batches_per_epoch
 
     def _checkpoint(self, training: bool, meta: dict | None = None) -> dict:
-        # Weights in the standard layout whatever the training's memory order, so a checkpoint is one thing.
-        weights = {name: tensor.contiguous() for name, tensor in self.network.state_dict().items()}
-        return make_checkpoint(weights, self.keypoint_set, self.architecture,
+        return make_checkpoint(self.network.state_dict(), self.keypoint_set, self.architecture,
                                training=self.training_state() if training else None,
                                meta={"source": "train.py", "iteration": self.iteration, **(meta or {})})
 
