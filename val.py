@@ -8,7 +8,8 @@ import sys
 
 from lwpose.checkpoint import CheckpointError, load_model
 from datasets.mix_recipe import RecipeError, evaluation_ground_truth, load_mix_recipe, output_keypoint_indices
-from lwpose.coco_eval import METRIC_NAMES, GroundTruthError, format_metric, keypoint_ground_truth, load_keypoint_ground_truth
+from lwpose.coco_eval import (METRIC_NAMES, GroundTruthError, format_metric, keypoint_ground_truth,
+                               load_keypoint_ground_truth)
 from lwpose.estimator import PoseEstimator
 from lwpose.backends import BackendUnavailable, TorchBackend, make_backend
 from lwpose.keypoints import KeypointSetError

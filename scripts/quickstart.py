@@ -168,7 +168,7 @@ def write_report(metrics_path: str, val_output: str, report_path: str, timings: 
     ap = float(metrics["AP"])
     lines = [f"checkpoint: {metrics['checkpoint']}", f"ground truth: {metrics['labels']}",
              f"input height: {metrics['height_size']}", "", "val.py:", val_output.rstrip(), "",
-             "step                    wall s    CPU s   host steal"]
+             "step                    wall s    CPU s" + ("" if timings[0]["host_steal"] is None else "   host steal")]
     lines += [f"{t['step']:<22} {t['wall_s']:>7.1f} {t['cpu_s']:>8.1f}"
               + ("" if t["host_steal"] is None else f"   {t['host_steal']:>9.0%}") for t in timings]
     lines += ["", f"AP {ap:.3f}"]
@@ -216,8 +216,10 @@ def quickstart(args) -> dict:
         drop_epochs = sorted({max(1, round(iterations * share / batches_per_epoch)) for share in (0.75, 0.9)})
         if args.batch_size % args.processes:
             raise StepFailed(f"--batch-size {args.batch_size} does not split evenly over --processes {args.processes}")
-        launcher = [python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={args.processes}"] \
-            if args.processes > 1 else [python]
+        # Several processes: torchrun, each process on one thread (the reason to split the work).
+        launcher, launch_env = ([python, "-m", "torch.distributed.run", "--standalone",
+                                 f"--nproc_per_node={args.processes}"], {"OMP_NUM_THREADS": "1"}) \
+            if args.processes > 1 else ([python], None)
         run_step("train", [*launcher, "train.py", "--prepared-train-labels", labels,
                            "--experiments-folder", os.path.join(out, "runs"), "--experiment-name", EXPERIMENT,
                            "--input-size", str(args.input_size), "--scale-range", *(f"{f:.3g}" for f in scale_range),
@@ -232,7 +234,7 @@ def quickstart(args) -> dict:
                            "--max-iterations", str(iterations), "--num-workers", str(args.num_workers),
                            "--log-after", str(max(1, min(20, iterations // 10))),
                            "--checkpoint-after", str(min(iterations, 200)), "--keep-checkpoints", "1", *progress],
-                 timings, env={"OMP_NUM_THREADS": "1"} if args.processes > 1 else None)
+                 timings, env=launch_env)
         checkpoint = os.path.join(experiment_dir, "checkpoints", f"checkpoint_iter_{iterations}.pth")
         outputs["loss curve"] = os.path.join(out, "loss_curve.png")
         plot_loss_curve(os.path.join(experiment_dir, "log.csv"), outputs["loss curve"])
