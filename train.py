@@ -98,6 +98,9 @@ def parse_args(argv=None):
     optim.add_argument("--lr-drop-epochs", type=int, nargs="*", default=None,
                        help=f"epochs where lr is multiplied by --lr-drop-factor (default "
                             f"{' '.join(map(str, DEFAULT_OPTIMIZER.lr_drop_epochs))})")
+    optim.add_argument("--lr-drop-progress", type=float, nargs="*", default=None, metavar="FRACTION",
+                       help="fractions of the run where lr is multiplied by --lr-drop-factor; the run's fraction done "
+                            "is of --max-iterations or of --max-minutes, whichever is further along (e.g. 0.75 0.9)")
     optim.add_argument("--lr-drop-factor", type=float, default=None)
     optim.add_argument("--new-channel-lr-mult", type=float, default=None,
                        help="channels a grown network gained (its keypoint set extends the checkpoint's) step this "
@@ -106,6 +109,8 @@ def parse_args(argv=None):
     optim.add_argument("--batches-per-iter", type=int, default=1, help="batches accumulated per optimiser step")
     optim.add_argument("--epochs", type=int, default=280)
     optim.add_argument("--max-iterations", type=int, default=None, help="stop after this many iterations in all")
+    optim.add_argument("--max-minutes", type=float, default=None,
+                       help="stop after this much training time (summed over resumes), even short of the iterations")
     optim.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None, help="mixed precision")
     optim.add_argument("--channels-last", action="store_true",
                        help="keep activations in (N, H, W, C) memory order: faster CPU training of small networks")
@@ -147,6 +152,11 @@ def optimizer_settings(args) -> OptimizerSettings:
             setattr(settings, name, value)
     if args.lr_drop_epochs is not None:
         settings.lr_drop_epochs = tuple(args.lr_drop_epochs)
+    if args.lr_drop_progress is not None:
+        if not all(0 < f < 1 for f in args.lr_drop_progress):
+            raise ValueError(f"--lr-drop-progress {' '.join(map(str, args.lr_drop_progress))}: fractions lie between "
+                             "0 and 1")
+        settings.lr_drop_progress = tuple(args.lr_drop_progress)
     for item in args.lr_mult:
         module, _, value = item.partition("=")
         try:
@@ -203,6 +213,8 @@ def main(argv=None) -> int:
         start = starting_network(labels.keypoint_set, args.variant, args.num_refinement_stages, checkpoint_path,
                                  weights_only, args.from_mobilenet, args.num_channels, args.backbone_width)
         settings = optimizer_settings(args)
+        if args.max_minutes is not None and args.max_minutes <= 0:
+            raise ValueError(f"--max-minutes {args.max_minutes:g}: give a positive time")
         validator = None
         if args.val_labels:
             if not args.val_images_folder:
@@ -234,7 +246,8 @@ def main(argv=None) -> int:
               "batch_size": args.batch_size, "batches_per_iter": args.batches_per_iter,
               "world_size": processes.world_size, "augmentation": repr(dataset.augmentation),
               **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})},
-        skip_nonfinite_loss=args.skip_nonfinite_loss, channels_last=args.channels_last)
+        skip_nonfinite_loss=args.skip_nonfinite_loss, channels_last=args.channels_last,
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
     loader = make_train_loader(dataset, sampler, args.num_workers, pin_memory=processes.device.type == "cuda")
     try:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
@@ -251,7 +264,9 @@ def main(argv=None) -> int:
     if recipe is not None:
         say(f"mix '{recipe.name}' ({recipe.mode}): every batch of {args.batch_size} holds "
             + ", ".join(f"{count} {source.name}" for count, source in zip(sampler.counts, labels.sources)))
-    say(f"training to iteration {total} on {processes.device} (amp: {args.amp or 'off'}), outputs in {experiment_dir}")
+    say((f"training for {args.max_minutes:g} minutes or to iteration {total}, whichever comes first"
+         if args.max_minutes else f"training to iteration {total}")
+        + f" on {processes.device} (amp: {args.amp or 'off'}), outputs in {experiment_dir}")
     all_ranks_finish = False  # every rank ends the run together, or one rank fails on its own
     try:
         result = trainer.run()
@@ -269,7 +284,8 @@ def main(argv=None) -> int:
     finally:
         if processes.distributed:
             trainer.close_distributed(synchronise=all_ranks_finish)
-    say(f"done: iteration {result['iteration']}, loss {result['loss']:.4f}"
+    say(f"done: iteration {result['iteration']} after {result['train_seconds'] / 60:.1f} minutes of training, "
+        f"loss {result['loss']:.4f}"
         + (f", {result['skipped_steps']} steps skipped (NaN or inf loss)" if result["skipped_steps"] else "")
         + (f", best val AP {result['best_ap']:.4f}" if result["best_ap"] is not None else ""))
     return 0

@@ -33,6 +33,9 @@ class OptimizerSettings:
     bias_lr_multiplier: float = 2.0
     freeze: tuple = ()
     lr_drop_epochs: tuple = (100, 200, 260)
+    # Drops at fractions of the run, for runs whose length is a time budget rather than a number of epochs: the
+    # fraction is iterations done over --max-iterations, or training time over --max-minutes, whichever is larger.
+    lr_drop_progress: tuple = ()
     lr_drop_factor: float = 0.333
     # Channels a grown network gained (lwpose/growing.py) step this many times further than the rest of their tensor.
     new_channel_lr_multiplier: float = 1.0
@@ -41,7 +44,8 @@ class OptimizerSettings:
         return {"base_lr": self.base_lr, "weight_decay": self.weight_decay,
                 "lr_multipliers": dict(self.lr_multipliers), "bias_lr_multiplier": self.bias_lr_multiplier,
                 "freeze": list(self.freeze), "lr_drop_epochs": list(self.lr_drop_epochs),
-                "lr_drop_factor": self.lr_drop_factor, "new_channel_lr_multiplier": self.new_channel_lr_multiplier}
+                "lr_drop_progress": list(self.lr_drop_progress), "lr_drop_factor": self.lr_drop_factor,
+                "new_channel_lr_multiplier": self.new_channel_lr_multiplier}
 
 
 CONFIG_KEYS = set(OptimizerSettings().to_dict())
@@ -55,7 +59,7 @@ def optimizer_settings_from_config(config: dict, path: str = "<config>") -> Opti
         raise ValueError(f"config {path}: unknown entries {sorted(unknown)} (known: {sorted(CONFIG_KEYS)})")
     settings = OptimizerSettings()
     for key, value in config.items():
-        if key in ("freeze", "lr_drop_epochs"):
+        if key in ("freeze", "lr_drop_epochs", "lr_drop_progress"):
             value = tuple(value)
         elif key == "lr_multipliers":
             if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
@@ -115,12 +119,16 @@ def parameter_groups(network: nn.Module, settings: OptimizerSettings) -> list[di
     return list(groups.values())
 
 
-def learning_rate_factor(epoch: int, settings: OptimizerSettings) -> float:
-    return settings.lr_drop_factor ** sum(1 for e in settings.lr_drop_epochs if epoch >= e)
+def learning_rate_factor(epoch: int, settings: OptimizerSettings, progress: float = 0.0) -> float:
+    """`progress`: the share of the run done (0 to 1), for `lr_drop_progress`."""
+    drops = sum(1 for e in settings.lr_drop_epochs if epoch >= e) + sum(
+        1 for p in settings.lr_drop_progress if progress >= p)
+    return settings.lr_drop_factor ** drops
 
 
-def set_learning_rates(optimizer: torch.optim.Optimizer, epoch: int, settings: OptimizerSettings) -> float:
-    factor = learning_rate_factor(epoch, settings)
+def set_learning_rates(optimizer: torch.optim.Optimizer, epoch: int, settings: OptimizerSettings,
+                       progress: float = 0.0) -> float:
+    factor = learning_rate_factor(epoch, settings, progress)
     for group in optimizer.param_groups:
         group["lr"] = settings.base_lr * group["lr_multiplier"] * factor
     return settings.base_lr * factor

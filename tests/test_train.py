@@ -95,21 +95,36 @@ def test_a_killed_run_resumes_with_exactly_the_same_losses(eight_images, tmp_pat
         assert [row_whole[c] for c in LOSS_COLUMNS] == [row_resumed[c] for c in LOSS_COLUMNS]
 
 
-def test_torchrun_trains_with_two_cpu_processes(eight_images, tmp_path):
+def test_torchrun_trains_with_two_cpu_processes_for_a_time_budget(eight_images, tmp_path):
+    """Two processes must agree on when the time is up and on the learning rate, or one would wait forever for the
+    other's next step."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
+    budget_minutes, base_lr = 0.1, 1e-3
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "train.py",
          "--prepared-train-labels", eight_images, "--experiments-folder", str(tmp_path), "--experiment-name", "ddp",
-         *SMALL_RUN, "--max-iterations", "3", "--checkpoint-after", "3", "--num-workers", "0"],
+         *SMALL_RUN, "--max-minutes", str(budget_minutes), "--max-iterations", "100000", "--checkpoint-after", "3",
+         "--num-workers", "0", "--base-lr", str(base_lr), "--lr-drop-epochs", "--lr-drop-progress", "0.5"],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "x 2 process(es)" in result.stdout
-    assert result.stdout.count("done: iteration 3") == 1  # rank 0 reports, rank 1 trains quietly
+    assert result.stdout.count("done: iteration") == 1  # rank 0 reports, rank 1 trains quietly
     rows = read_log(tmp_path / "ddp" / "log.csv")
-    assert [int(r["iteration"]) for r in rows] == [1, 2, 3]
-    # Each logged step covers 2 processes x 2 samples.
-    checkpoint = load_checkpoint(str(tmp_path / "ddp" / "checkpoints" / "checkpoint_iter_3.pth"))
-    assert checkpoint["training"]["world_size"] == 2 and checkpoint["training"]["data"]["batch_size"] == 2
+    last = int(rows[-1]["iteration"])
+    assert [int(r["iteration"]) for r in rows] == list(range(1, last + 1)) and 3 < last < 100000
+    checkpoint = load_checkpoint(str(tmp_path / "ddp" / "checkpoints" / f"checkpoint_iter_{last}.pth"))
+    training = checkpoint["training"]
+    assert training["world_size"] == 2 and training["data"]["batch_size"] == 2  # each step: 2 processes x 2
+    budget = 60 * budget_minutes
+    assert budget <= training["train_seconds"] < budget + 30
+    # The learning rate drops once half the time has gone, by the windows' own clock (logged every step).
+    elapsed, dropped_at = 0.0, None
+    for row in rows:
+        elapsed += float(row["seconds"])
+        if dropped_at is None and float(row["lr"]) < base_lr:
+            dropped_at = elapsed
+        assert float(row["lr"]) == pytest.approx(base_lr if dropped_at is None else base_lr * 0.333)
+    assert dropped_at is not None and budget / 2 <= dropped_at + 0.5 and float(rows[0]["lr"]) == base_lr
 
 
 @pytest.mark.slow
