@@ -14,10 +14,11 @@ under --output-dir (default outputs/quickstart):
     validation.json, validation.txt   val.py's metrics on the held-out split, and the report with the AP
     demo.mp4 (or demo.avi), demo_poses.jsonl   demo.py on the synthetic video, tracked
 
-The defaults are sized for a 2-core CPU to train a small network from scratch in about eleven minutes: two
-one-thread training processes under torchrun (on so small a network they do about 1.6x the work of one process on
-two threads), activations in channels-last memory order, 96-pixel crops of the 128-pixel images so that a crop is
-mostly its person. The scene settings make an easier world than the generator's default (fewer, larger people, no
+The defaults are sized for a 2-core CPU: a small network (no refinement stage: its time buys more iterations of
+the rest) trained from scratch for eleven minutes, however many iterations the machine does in them, by two
+one-thread processes under torchrun (on so small a network they do about 1.6x the work of one process on two
+threads), with activations in channels-last memory order and 96-pixel crops of the 128-pixel images so that a crop
+is mostly its person. The scene settings make an easier world than the generator's default (fewer, larger people, no
 crowds, nobody cut by the border); the held-out split is drawn from the same settings with its own random stream,
 and validated at the images' own size with val.py --flip.
 """
@@ -27,6 +28,7 @@ import json
 import os
 import resource
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -36,8 +38,12 @@ sys.path.insert(0, ROOT)
 
 from datasets.augmentation import AugmentationConfig  # noqa: E402
 from lwpose.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from lwpose.trainer import latest_checkpoint  # noqa: E402
 
 EXPERIMENT = "quickstart"
+# Training runs for a time, not a number of iterations: the other steps take 2-3 minutes, so the whole job ends
+# within 15 minutes even when the host takes a share of the cores (README, "Two commands").
+TRAIN_MINUTES = 11.0
 CROP_PERSON_HEIGHT = AugmentationConfig.person_height
 # The world the quickstart trains on: the generator's figures, fewer and larger than its default scenes.
 PERSON_HEIGHT = (0.6, 0.9)  # stature as a share of the image height
@@ -62,16 +68,23 @@ def parse_args(argv=None):
     data.add_argument("--video-frames", type=int, default=100)
     data.add_argument("--image-size", type=int, default=128, help="long side of the synthetic images")
     train = parser.add_argument_group("training (train.py's flags)")
-    train.add_argument("--iterations", type=int, default=3000, help="train.py --max-iterations")
+    train.add_argument("--train-minutes", type=float, default=TRAIN_MINUTES,
+                       help="train.py --max-minutes: the training time, whatever the machine's speed")
+    train.add_argument("--iterations", type=int, default=None,
+                       help="train.py --max-iterations: stop here even before --train-minutes run out")
     train.add_argument("--batch-size", type=int, default=16)
     train.add_argument("--input-size", type=int, default=96,
                        help="training crop side: smaller than the images, so that a crop is mostly its person")
     train.add_argument("--backbone-width", type=float, default=0.25)
     train.add_argument("--num-channels", type=int, default=32)
-    train.add_argument("--num-refinement-stages", type=int, default=1)
+    train.add_argument("--num-refinement-stages", type=int, default=0)
     train.add_argument("--base-lr", type=float, default=4e-3)
     train.add_argument("--scale-range", type=float, nargs=2, default=None, metavar=("MIN", "MAX"),
                        help="train.py --scale-range (default: the scenes' people at the size val.py sees them)")
+    train.add_argument("--lr-drop-progress", type=float, nargs="+", default=[0.75, 0.9], metavar="FRACTION",
+                       help="train.py --lr-drop-progress: Adam at a high rate from scratch, then drops near the end "
+                            "settle the peaks")
+    train.add_argument("--max-rotate-degree", type=float, default=20, help="train.py --max-rotate-degree")
     train.add_argument("--sigma", type=float, default=None, help="train.py --sigma (default: train.py's)")
     train.add_argument("--num-workers", type=int, default=1, help="data loader processes per training process")
     train.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1),
@@ -162,12 +175,13 @@ def plot_loss_curve(log_csv: str, png_path: str) -> None:
     plt.close(figure)
 
 
-def write_report(metrics_path: str, val_output: str, report_path: str, timings: list) -> float:
+def write_report(metrics_path: str, val_output: str, report_path: str, timings: list,
+                 training: str | None = None) -> float:
     with open(metrics_path) as f:
         metrics = json.load(f)
     ap = float(metrics["AP"])
-    lines = [f"checkpoint: {metrics['checkpoint']}", f"ground truth: {metrics['labels']}",
-             f"input height: {metrics['height_size']}", "", "val.py:", val_output.rstrip(), "",
+    lines = [f"checkpoint: {metrics['checkpoint']}", *([training] if training else []),
+             f"ground truth: {metrics['labels']}", f"input height: {metrics['height_size']}", "", "val.py:", val_output.rstrip(), "",
              "step                    wall s    CPU s" + ("" if timings[0]["host_steal"] is None else "   host steal")]
     lines += [f"{t['step']:<22} {t['wall_s']:>7.1f} {t['cpu_s']:>8.1f}"
               + ("" if t["host_steal"] is None else f"   {t['host_steal']:>9.0%}") for t in timings]
@@ -194,6 +208,7 @@ def quickstart(args) -> dict:
                                 "--video-frames", str(args.video_frames), "--image-size", str(args.image_size),
                                 *SCENE_ARGS, "--overwrite", *progress], timings)
     checkpoint = os.path.abspath(args.checkpoint_path) if args.checkpoint_path else None
+    training = None  # what the training did, for the report
     # Validated and demonstrated at the images' own height (nothing resampled away) unless told otherwise.
     height = args.height_size or (368 if args.checkpoint_path else args.image_size)
     outputs = {}
@@ -208,12 +223,10 @@ def quickstart(args) -> dict:
             for name in ("log.csv", "val_log.csv"):
                 if os.path.exists(os.path.join(experiment_dir, name)):
                     os.remove(os.path.join(experiment_dir, name))
+            # its checkpoints too: with a time budget, its last iteration may lie beyond this run's
+            shutil.rmtree(os.path.join(experiment_dir, "checkpoints"), ignore_errors=True)
         scale_range = args.scale_range or training_scale_range(height, args.input_size)
-        iterations = args.iterations
-        with open(labels) as f:
-            batches_per_epoch = max(1, len(json.load(f)["samples"]) // args.batch_size)
-        # Adam at a high rate from scratch, then two drops near the end settle the peaks' positions.
-        drop_epochs = sorted({max(1, round(iterations * share / batches_per_epoch)) for share in (0.75, 0.9)})
+        iterations = args.iterations  # None: train.py's epochs cap it, far beyond what the time allows on a CPU
         if args.batch_size % args.processes:
             raise StepFailed(f"--batch-size {args.batch_size} does not split evenly over --processes {args.processes}")
         # Several processes: torchrun, each process on one thread (the reason to split the work).
@@ -223,19 +236,27 @@ def quickstart(args) -> dict:
         run_step("train", [*launcher, "train.py", "--prepared-train-labels", labels,
                            "--experiments-folder", os.path.join(out, "runs"), "--experiment-name", EXPERIMENT,
                            "--input-size", str(args.input_size), "--scale-range", *(f"{f:.3g}" for f in scale_range),
-                           "--max-rotate-degree", "20",
+                           "--max-rotate-degree", str(args.max_rotate_degree),
                            "--backbone-width", str(args.backbone_width), "--num-channels", str(args.num_channels),
                            "--num-refinement-stages", str(args.num_refinement_stages),
                            "--base-lr", str(args.base_lr), "--weight-decay", "0",
                            *(["--sigma", str(args.sigma)] if args.sigma else []),
-                           "--lr-drop-epochs", *map(str, drop_epochs),
+                           "--lr-drop-epochs", "--lr-drop-progress", *map(str, args.lr_drop_progress),
                            *(["--lr-mult", "refinement_stages=1"] if args.num_refinement_stages else []),
                            "--batch-size", str(args.batch_size // args.processes), "--channels-last",
-                           "--max-iterations", str(iterations), "--num-workers", str(args.num_workers),
-                           "--log-after", str(max(1, min(20, iterations // 10))),
-                           "--checkpoint-after", str(min(iterations, 200)), "--keep-checkpoints", "1", *progress],
+                           *(["--max-iterations", str(iterations)] if iterations else []),
+                           "--max-minutes", f"{args.train_minutes:g}",
+                           "--num-workers", str(args.num_workers),
+                           "--log-after", str(max(1, min(20, (iterations or 200) // 10))),
+                           "--checkpoint-after", str(min(iterations or 200, 200)), "--keep-checkpoints", "1",
+                           *progress],
                  timings, env=launch_env)
-        checkpoint = os.path.join(experiment_dir, "checkpoints", f"checkpoint_iter_{iterations}.pth")
+        checkpoint = latest_checkpoint(experiment_dir)
+        if checkpoint is None:
+            raise StepFailed(f"train.py wrote no checkpoint under {experiment_dir}")
+        state = load_checkpoint(checkpoint)["training"]
+        training = (f"trained: {state['iteration']} iterations of {args.batch_size} samples in "
+                    f"{state['train_seconds'] / 60:.1f} minutes")
         outputs["loss curve"] = os.path.join(out, "loss_curve.png")
         plot_loss_curve(os.path.join(experiment_dir, "log.csv"), outputs["loss curve"])
         outputs["checkpoint"] = checkpoint
@@ -243,6 +264,9 @@ def quickstart(args) -> dict:
     val_output = run_step("validate", [python, "val.py", "--labels", os.path.join(data, "val", "person_keypoints.json"),
                           "--images-folder", os.path.join(data, "val", "images"), "--checkpoint-path", checkpoint,
                           "--height-size", str(height), *([] if args.no_flip else ["--flip"]),
+                          # peaks refined to a fraction of a pixel on the stride-8 maps, as demo.py decodes: the
+                          # reference's argmax on maps resized to the image snaps them to whole pixels
+                          "--decode-at", "map",
                           "--output-name", os.path.join(out, "detections.json"),
                           "--metrics-out", metrics_path, *progress], timings)
     with open(os.path.join(data, "manifest.json")) as f:
@@ -255,7 +279,7 @@ def quickstart(args) -> dict:
                       "--save-json", outputs["poses"], *progress], timings)
     outputs["validation report"] = os.path.join(out, "validation.txt")
     outputs["validation metrics"] = metrics_path
-    ap = write_report(metrics_path, val_output, outputs["validation report"], timings)
+    ap = write_report(metrics_path, val_output, outputs["validation report"], timings, training)
     with open(os.path.join(out, "timings.json"), "w") as f:
         json.dump(timings, f, indent=1)
     return {"ap": ap, "outputs": outputs, "timings": timings}
