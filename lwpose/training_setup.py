@@ -61,6 +61,8 @@ def optimizer_settings_from_config(config: dict, path: str = "<config>") -> Opti
     for key, value in config.items():
         if key in ("freeze", "lr_drop_epochs", "lr_drop_progress"):
             value = tuple(value)
+            if key == "lr_drop_progress" and not all(isinstance(f, (int, float)) and 0 < f < 1 for f in value):
+                raise ValueError(f"config {path}: 'lr_drop_progress' holds fractions between 0 and 1, not {value}")
         elif key == "lr_multipliers":
             if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
                 raise ValueError(f"config {path}: 'lr_multipliers' must map module names to numbers")

@@ -181,7 +181,8 @@ def write_report(metrics_path: str, val_output: str, report_path: str, timings: 
         metrics = json.load(f)
     ap = float(metrics["AP"])
     lines = [f"checkpoint: {metrics['checkpoint']}", *([training] if training else []),
-             f"ground truth: {metrics['labels']}", f"input height: {metrics['height_size']}", "", "val.py:", val_output.rstrip(), "",
+             f"ground truth: {metrics['labels']}", f"input height: {metrics['height_size']}", "", "val.py:",
+             val_output.rstrip(), "",
              "step                    wall s    CPU s" + ("" if timings[0]["host_steal"] is None else "   host steal")]
     lines += [f"{t['step']:<22} {t['wall_s']:>7.1f} {t['cpu_s']:>8.1f}"
               + ("" if t["host_steal"] is None else f"   {t['host_steal']:>9.0%}") for t in timings]

@@ -16,8 +16,8 @@ import torch
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, REPO_ROOT, require_shared
 from lwpose.checkpoint import atomic_torch_save, load_checkpoint
 from lwpose.keypoints import load_keypoint_set
-from lwpose.training_setup import (OptimizerSettings, optimizer_settings_from_config, parameter_groups,
-                                   starting_network)
+from lwpose.training_setup import (OptimizerSettings, learning_rate_factor, optimizer_settings_from_config,
+                                   parameter_groups, starting_network)
 from modules.pose_network import Architecture, build_network
 from training_data import prepare, run_tool, single_person_subset
 
@@ -199,6 +199,12 @@ def test_lr_multipliers_and_freezing_come_from_a_config_file(tmp_path):
         parameter_groups(network, OptimizerSettings(freeze=("backbone",)))
     with pytest.raises(ValueError, match="unknown entries"):
         optimizer_settings_from_config({"learning_rate": 1}, "config.json")
+    # Drops at fractions of the run: after 3/4 of it one drop, after 9/10 two, epoch drops add to them.
+    timed = optimizer_settings_from_config({"lr_drop_epochs": [5], "lr_drop_progress": [0.75, 0.9]}, "config.json")
+    assert [learning_rate_factor(epoch, timed, progress) for epoch, progress in
+            ((0, 0.0), (0, 0.75), (0, 0.95), (5, 0.95))] == pytest.approx([1, 0.333, 0.333 ** 2, 0.333 ** 3])
+    with pytest.raises(ValueError, match="config.json: 'lr_drop_progress' holds fractions between 0 and 1"):
+        optimizer_settings_from_config({"lr_drop_progress": [75]}, "config.json")
 
 
 def test_a_frozen_backbone_stays_unchanged_under_bf16_autocast_with_tensorboard_logs(eight_images, tmp_path):
