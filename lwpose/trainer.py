@@ -423,7 +423,9 @@ class Trainer:
         timed = bool(s.max_seconds)
         bar = tqdm(total=round(s.max_seconds) if timed else s.total_iterations,
                    initial=int(self.train_seconds) if timed else self.iteration, desc="training",
-                   unit="s" if timed else "it", disable=not (main and s.progress), dynamic_ncols=True)
+                   unit="s" if timed else "it", disable=not (main and s.progress), dynamic_ncols=True,
+                   # seconds per second is no rate to show
+                   bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if timed else None)
         try:
             seconds_before, loop_start = self.train_seconds, time.perf_counter()
             while self.iteration < s.total_iterations:
