@@ -203,6 +203,17 @@ class Trainer:
             done = max(done, self.train_seconds / s.max_seconds)
         return min(1.0, done)
 
+    def _agree_on_signals_and_time(self, own_seconds: float) -> None:
+        """After each step: under torchrun every process takes the others' stop signal and the slowest one's
+        training time, so that all of them stop at the same iteration with the same learning rate (a process that
+        went on alone would wait forever for the others)."""
+        self.train_seconds = own_seconds
+        if self.processes.distributed:
+            shared = torch.tensor([float(self._stop_signal or 0), own_seconds], dtype=torch.float64,
+                                  device=self.device)
+            signal_number, self.train_seconds = self._all_reduce(shared, torch.distributed.ReduceOp.MAX).tolist()
+            self._stop_signal = int(signal_number) or None
+
     def _out_of_time(self) -> bool:
         return bool(self.settings.max_seconds) and self.train_seconds >= self.settings.max_seconds
 
@@ -428,18 +439,9 @@ class Trainer:
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if timed else None)
         try:
             seconds_before, loop_start = self.train_seconds, time.perf_counter()
-            while self.iteration < s.total_iterations:
-                self.train_seconds = seconds_before + time.perf_counter() - loop_start
-                if self.processes.distributed:  # all stop at the same iteration, or the others wait forever
-                    # ... and all count the same training time, so they agree on the learning rate and the end
-                    shared = torch.tensor([float(self._stop_signal or 0), self.train_seconds], dtype=torch.float64,
-                                          device=self.device)
-                    shared = self._all_reduce(shared, torch.distributed.ReduceOp.MAX).tolist()
-                    self._stop_signal, self.train_seconds = int(shared[0]) or None, shared[1]
-                if self._stop_signal is not None:
-                    self._stop()
-                if self._out_of_time():
-                    break
+            first_iteration, saved_at = self.iteration, None  # saved_at: the iteration last saved by this run
+            out_of_time = self._out_of_time()  # a resumed run whose budget was already spent
+            while self.iteration < s.total_iterations and not out_of_time:
                 lr = set_learning_rates(self.optimizer, self.epoch, self.optimizer_settings, self.progress)
                 try:
                     parts = self.step(batch_iterator)
@@ -448,13 +450,16 @@ class Trainer:
                         raise
                     self._stop()
                 self.iteration += 1
+                self._agree_on_signals_and_time(seconds_before + time.perf_counter() - loop_start)
+                out_of_time = self._out_of_time()
                 if parts is None:
                     self._non_finite_loss()
                 else:
                     window_parts = parts if window_parts is None else window_parts + parts
                     window_count += 1
                 bar.update(min(int(self.train_seconds), bar.total) - bar.n if timed else 1)
-                if window_count and (self.iteration % s.log_after == 0 or self.iteration == s.total_iterations):
+                if window_count and (self.iteration % s.log_after == 0 or self.iteration == s.total_iterations
+                                     or out_of_time):
                     mean_parts = (self._mean_over_processes(window_parts) / window_count).cpu()
                     last_loss = float(mean_parts.sum())
                     elapsed = time.perf_counter() - window_start
@@ -472,11 +477,15 @@ class Trainer:
                     window_parts, window_count, window_start = None, 0, time.perf_counter()
                     if not math.isfinite(last_loss):
                         raise FloatingPointError(f"loss is {last_loss} at iteration {self.iteration}")
-                if self.iteration % s.checkpoint_after == 0 and main:
+                if self._stop_signal is not None:
+                    self._stop()
+                if (self.iteration % s.checkpoint_after == 0 or out_of_time) and main:
                     self.save_checkpoint()
+                    saved_at = self.iteration
                 if self.iteration % s.val_after == 0:
                     self.validate()
-            if main and self.iteration % s.checkpoint_after != 0:
+            ran = self.iteration > first_iteration
+            if main and (saved_at != self.iteration if ran else self.iteration % s.checkpoint_after != 0):
                 self.save_checkpoint()
             if self.validator is not None and self.iteration % s.val_after != 0:
                 self.validate()
