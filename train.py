@@ -28,7 +28,7 @@ from lwpose.images import ImageReadError
 from lwpose.keypoints import KeypointSetError
 from lwpose.trainer import (AMP_DTYPES, NonFiniteLossError, RunSettings, Trainer, TrainingInterrupted, Validator,
                             latest_checkpoint)
-from lwpose.training_setup import (OptimizerSettings, init_processes, optimizer_settings_from_config,
+from lwpose.training_setup import (OptimizerSettings, drop_fractions, init_processes, optimizer_settings_from_config,
                                    seed_everything, set_deterministic, starting_network)
 from modules.pose_network import VARIANTS
 
@@ -153,10 +153,7 @@ def optimizer_settings(args) -> OptimizerSettings:
     if args.lr_drop_epochs is not None:
         settings.lr_drop_epochs = tuple(args.lr_drop_epochs)
     if args.lr_drop_progress is not None:
-        if not all(0 < f < 1 for f in args.lr_drop_progress):
-            raise ValueError(f"--lr-drop-progress {' '.join(map(str, args.lr_drop_progress))}: fractions lie between "
-                             "0 and 1")
-        settings.lr_drop_progress = tuple(args.lr_drop_progress)
+        settings.lr_drop_progress = drop_fractions(args.lr_drop_progress, "--lr-drop-progress")
     for item in args.lr_mult:
         module, _, value = item.partition("=")
         try:

@@ -51,6 +51,14 @@ class OptimizerSettings:
 CONFIG_KEYS = set(OptimizerSettings().to_dict())
 
 
+def drop_fractions(values, what: str) -> tuple:
+    """`lr_drop_progress` checked (fractions of the run, between 0 and 1); `what` names where they came from."""
+    values = tuple(values)
+    if not all(isinstance(f, (int, float)) and 0 < f < 1 for f in values):
+        raise ValueError(f"{what} holds fractions between 0 and 1, not {' '.join(map(str, values))}")
+    return values
+
+
 def optimizer_settings_from_config(config: dict, path: str = "<config>") -> OptimizerSettings:
     """Settings from a JSON config's entries (any subset of OptimizerSettings' fields); `lr_multipliers` add to
     the defaults (refinement stages x4) rather than replace them."""
@@ -61,8 +69,8 @@ def optimizer_settings_from_config(config: dict, path: str = "<config>") -> Opti
     for key, value in config.items():
         if key in ("freeze", "lr_drop_epochs", "lr_drop_progress"):
             value = tuple(value)
-            if key == "lr_drop_progress" and not all(isinstance(f, (int, float)) and 0 < f < 1 for f in value):
-                raise ValueError(f"config {path}: 'lr_drop_progress' holds fractions between 0 and 1, not {value}")
+            if key == "lr_drop_progress":
+                value = drop_fractions(value, f"config {path}: 'lr_drop_progress'")
         elif key == "lr_multipliers":
             if not isinstance(value, dict) or not all(isinstance(v, (int, float)) for v in value.values()):
                 raise ValueError(f"config {path}: 'lr_multipliers' must map module names to numbers")
