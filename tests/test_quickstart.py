@@ -11,6 +11,10 @@ import cv2
 import pytest
 
 from conftest import REPO_ROOT
+from modules.pose_network import STRIDE
+
+sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+import quickstart  # noqa: E402
 
 # Training for a few seconds, as the full run trains for its minutes: the time, not an iteration count, ends it.
 TINY = ["--train-images", "12", "--val-images", "4", "--video-frames", "8", "--train-minutes", "0.05",
@@ -34,6 +38,20 @@ def only_checkpoint(out):
     checkpoints = list((out / "runs" / "quickstart" / "checkpoints").glob("checkpoint_iter_*.pth"))
     assert len(checkpoints) == 1, checkpoints
     return checkpoints[0]
+
+
+@pytest.mark.parametrize("image_size", [96, 128, 200])
+def test_training_shows_people_at_the_size_validation_sees_them(image_size):
+    # The network input height val.py and demo.py get: the images enlarged, on the network's stride.
+    height = quickstart.default_height_size(image_size)
+    assert height % STRIDE == 0 and abs(height - image_size * quickstart.ENLARGEMENT) <= STRIDE / 2
+    input_size = 96
+    low, high = quickstart.training_scale_range(height, input_size)
+    # train.py makes the crop's main person CROP_PERSON_HEIGHT of the crop times the factor: the scenes' tallest
+    # people come out as tall as val.py sees them at that height, the shortest a little shorter (crouching).
+    in_crop = quickstart.CROP_PERSON_HEIGHT * input_size
+    assert high * in_crop == pytest.approx(quickstart.PERSON_HEIGHT[1] * height)
+    assert low * in_crop < quickstart.PERSON_HEIGHT[0] * height
 
 
 @pytest.mark.slow
