@@ -49,7 +49,8 @@ TRAIN_MINUTES = 11.0
 CROP_PERSON_HEIGHT = AugmentationConfig.person_height
 # The network runs on the images enlarged by this factor, and training shows the people at that size. Held-out AP of
 # the full run against it (README, "Two commands"): 0.456 at 1 (the images' own size), 0.495 at 1.125, 0.502 at 1.25,
-# 0.525 at 1.375, 0.544 at 1.5, 0.524 at 1.75: finer maps per person, until a 96-pixel crop holds too little of one.
+# 0.525 at 1.375, 0.544 at 1.5, 0.524 at 1.75, 0.420 at 2: finer maps per person, until a 96-pixel crop holds too
+# little of one.
 ENLARGEMENT = 1.5
 # The world the quickstart trains on: the generator's figures, fewer and larger than its default scenes.
 PERSON_HEIGHT = (0.6, 0.9)  # stature as a share of the image height
