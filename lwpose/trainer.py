@@ -439,7 +439,9 @@ class Trainer:
                    bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} s [{elapsed}<{remaining}{postfix}]" if timed else None)
         try:
             seconds_before, loop_start = self.train_seconds, time.perf_counter()
-            first_iteration, saved_at = self.iteration, None  # saved_at: the iteration last saved by this run
+            # the iteration whose checkpoint is on disk: a start on the checkpoint grid counts as saved (as a
+            # resume from one is), any other start as not
+            saved_at = self.iteration if self.iteration % s.checkpoint_after == 0 else None
             out_of_time = self._out_of_time()  # a resumed run whose budget was already spent
             while self.iteration < s.total_iterations and not out_of_time:
                 lr = set_learning_rates(self.optimizer, self.epoch, self.optimizer_settings, self.progress)
@@ -484,8 +486,7 @@ class Trainer:
                     saved_at = self.iteration
                 if self.iteration % s.val_after == 0:
                     self.validate()
-            ran = self.iteration > first_iteration
-            if main and (saved_at != self.iteration if ran else self.iteration % s.checkpoint_after != 0):
+            if main and saved_at != self.iteration:
                 self.save_checkpoint()
             if self.validator is not None and self.iteration % s.val_after != 0:
                 self.validate()
