@@ -6,11 +6,13 @@ TORCH_VERSION ?= 2.13.0
 
 .PHONY: setup test test-fast quickstart clean-venv
 
-$(VENV)/.installed: requirements.txt requirements-extras.txt requirements-dev.txt
+# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build where a CPU one is wanted. Then lwpose
+# itself, editable (the venv's lwpose is this checkout), with every extra and the test tools.
+$(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -r requirements.txt -r requirements-dev.txt
+	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -18,10 +18,7 @@ import time
 
 from tqdm import tqdm
 
-from lwpose.drawing import PoseDrawer
-from lwpose.smoothing import PoseSmoother
-from lwpose.tracking import PoseTracker
-from lwpose.video import JsonLinesWriter, StreamTimes, VideoError, VideoWriter, estimate_stream, open_source
+from lwpose.inference.drawing import PoseDrawer
 
 DISPLAY_WINDOW = "lwpose"
 
@@ -31,9 +28,10 @@ def parse_args(argv=None):
     parser.add_argument("--checkpoint-path", help="lwpose checkpoint (see scripts/import_weights.py)")
     parser.add_argument("--onnx", help="an ONNX export to run (scripts/export_onnx.py) instead of exporting the "
                                        "checkpoint on the fly; enough on its own for onnxruntime/openvino")
-    parser.add_argument("--openvino-ir", help="an OpenVINO IR (.xml) of the checkpoint's network to run instead, e.g. "
-                                              "Open Model Zoo's INT8 human-pose-estimation-0001 (the fastest on a "
-                                              "CPU); needs --checkpoint-path for its keypoint set")
+    parser.add_argument("--openvino-ir", help="an OpenVINO IR (.xml) to run instead, e.g. an INT8 one "
+                                              "(scripts/quantize.py); one made outside lwpose (Open Model Zoo's "
+                                              "human-pose-estimation-0001) takes its keypoint set from "
+                                              "--checkpoint-path")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--video", help="video file, or camera index (0, 1, ...)")
     source.add_argument("--images", nargs="+", help="image files or folders, processed in order")
@@ -56,8 +54,8 @@ def parse_args(argv=None):
     parser.add_argument("--display", action="store_true", help="show the frames in a window (q or Esc quits)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    if args.checkpoint_path is None and args.onnx is None:
-        parser.error("give --checkpoint-path (or --onnx with --backend onnxruntime/openvino)")
+    if args.checkpoint_path is None and args.onnx is None and args.openvino_ir is None:
+        parser.error("give the model: --checkpoint-path, --onnx or --openvino-ir")
     if args.max_frames is not None and args.max_frames < 1:
         parser.error("--max-frames must be at least 1")
     return args
@@ -116,63 +114,48 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     setup_start = time.perf_counter()
+    from lwpose.errors import LwposeError
+    from lwpose.inference.video import VideoError, VideoWriter, JsonLinesWriter, open_source, track
+
     try:
         source = open_source(args.video, args.images)
     except VideoError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    # The model side loads torch (seconds): only once the input is known to open, so a mistyped path fails at once.
-    from lwpose.backends import BackendUnavailable, make_backend
-    from lwpose.checkpoint import CheckpointError
-    from lwpose.estimator import PoseEstimator
-    from lwpose.keypoints import KeypointSetError
-    from lwpose.onnx_export import ExportError
-
+    # The model loads only once the input is known to open, so a mistyped path fails at once.
     try:
-        backend = make_backend(args.backend, args.checkpoint_path, args.onnx, args.device, half=args.half,
-                               channels_last=args.channels_last, compile=args.compile, threads=args.threads,
-                               openvino_ir=args.openvino_ir)
-        keypoint_set = backend.keypoint_set
-        estimator = PoseEstimator(backend, keypoint_set, height_size=args.height_size, decode_at="map",
-                                  upsample=args.upsample)
+        estimator = make_estimator(args)
         video_writer = VideoWriter(args.output, source.fps) if args.output else None
-        json_writer = JsonLinesWriter(args.save_json, keypoint_set) if args.save_json else None
-    except (BackendUnavailable, CheckpointError, ExportError, KeypointSetError, VideoError, ValueError) as e:
+        json_writer = JsonLinesWriter(args.save_json) if args.save_json else None
+    except (LwposeError, ValueError) as e:
         source.close()
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e, args)}", file=sys.stderr)
         return 2
+    keypoint_set, backend = estimator.keypoint_set, estimator.backend
     compile_seconds = estimator.warm_up()
     print(f"{source.description}: {backend.describe()}, height {args.height_size}; set up in "
           f"{time.perf_counter() - setup_start:.1f} s (numba kernels {compile_seconds:.2f} s)", file=sys.stderr)
 
-    track = args.track or args.smooth
-    tracker = PoseTracker() if track else None
-    smoother = PoseSmoother() if args.smooth else None
+    stream = track(source, estimator, smooth=args.smooth, ids=args.track or args.smooth, max_frames=args.max_frames)
     display = Display(args.display)
     drawer = PoseDrawer(keypoint_set) if (video_writer or display.enabled) else None
-    total = source.frame_count
-    if total is not None and args.max_frames is not None:
-        total = min(total, args.max_frames)
-    times = StreamTimes()
+    times = stream.times
     status = 0
     frames_done = 0  # drawn and written (the stream's count includes a frame estimated when a second signal came)
     finished = finished_cpu = None
+    total = stream.frame_count
     progress = tqdm(total=total, unit="frame", disable=args.no_progress or total is None, dynamic_ncols=True)
     stop = StopRequest()
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     try:
-        for result in estimate_stream(source, estimator, backend, times, args.max_frames):
-            frame, people = result.frame, result.people
-            ids = tracker.update(people, frame.index) if tracker else None
-            if smoother:
-                people = smoother(people, ids, frame.time)
+        for frame in stream:
             if drawer:
-                drawer.draw(frame.image, people, ids)
+                drawer.draw(frame.image, frame.people, frame.ids)
             if video_writer:
                 video_writer.write(frame.image)
             if json_writer:
-                json_writer.write(frame, people, ids)
+                json_writer.write(frame, frame.people, frame.ids)
             progress.update()
             frames_done += 1
             if stop.requested:
@@ -190,7 +173,7 @@ def main(argv=None) -> int:
         progress.write(f"error: {e}", file=sys.stderr)
     finally:
         progress.close()
-        for closable in (video_writer, json_writer, source, backend, display):
+        for closable in (video_writer, json_writer, stream, backend, display):
             if closable is not None:
                 closable.close()
     for problem in source.problems:
@@ -210,6 +193,32 @@ def main(argv=None) -> int:
     print(f"processed {frames_done} frames in {elapsed:.1f} s: {fps:.1f} fps "
           f"(network {times.network * per_frame:.1f} ms, decoding {times.decoding * per_frame:.1f} ms per frame)")
     return status
+
+
+def make_estimator(args):
+    """The model the flags name, through the same API a Python user calls: an OpenVINO IR or an ONNX export
+    (with the checkpoint's keypoint set when one is given too), or the checkpoint itself."""
+    from lwpose.inference.estimator import PoseEstimator
+
+    model = args.openvino_ir or args.onnx or args.checkpoint_path
+    keypoint_set = None
+    if model != args.checkpoint_path and args.checkpoint_path:
+        from lwpose.interop.checkpoint import load_checkpoint
+
+        keypoint_set = load_checkpoint(args.checkpoint_path)["keypoint_set"]
+    return PoseEstimator.from_checkpoint(model, args.backend, args.device, keypoint_set=keypoint_set,
+                                         threads=args.threads, half=args.half, channels_last=args.channels_last,
+                                         compile=args.compile, height_size=args.height_size, decode_at="map",
+                                         upsample=args.upsample)
+
+
+def flag_hint(error: Exception, args) -> str:
+    """What to change on the command line, for the errors a flag fixes."""
+    from lwpose.inference.backends import MissingKeypointSet
+
+    if isinstance(error, MissingKeypointSet):
+        return " (--checkpoint-path of the same model gives it)"
+    return ""
 
 
 if __name__ == "__main__":

@@ -16,21 +16,21 @@ import sys
 
 import torch
 
-from datasets.augmentation import AugmentationConfig
-from datasets.loader import InfiniteBatchSampler, make_train_loader
-from datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHARE, PoseTrainingDataset, TargetConfig
-from datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
-from datasets.mix_sampler import mixed_sampler_for
-from datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
-from lwpose.checkpoint import CheckpointError
-from lwpose.coco_eval import GroundTruthError
+from lwpose.datasets.augmentation import AugmentationConfig
+from lwpose.datasets.loader import InfiniteBatchSampler, make_train_loader
+from lwpose.datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHARE, PoseTrainingDataset, TargetConfig
+from lwpose.datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
+from lwpose.datasets.mix_sampler import mixed_sampler_for
+from lwpose.datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
+from lwpose.interop.checkpoint import CheckpointError
+from lwpose.evaluation.coco import GroundTruthError
 from lwpose.images import ImageReadError
 from lwpose.keypoints import KeypointSetError
-from lwpose.trainer import (AMP_DTYPES, NonFiniteLossError, RunSettings, Trainer, TrainingInterrupted, Validator,
+from lwpose.training.trainer import (AMP_DTYPES, NonFiniteLossError, RunSettings, Trainer, TrainingInterrupted, Validator,
                             latest_checkpoint)
-from lwpose.training_setup import (OptimizerSettings, drop_fractions, init_processes, optimizer_settings_from_config,
+from lwpose.training.setup import (OptimizerSettings, drop_fractions, init_processes, optimizer_settings_from_config,
                                    seed_everything, set_deterministic, starting_network)
-from modules.pose_network import VARIANTS
+from lwpose.modules.pose_network import VARIANTS
 
 DEFAULT_OPTIMIZER = OptimizerSettings()
 DEFAULT_AUGMENTATION = AugmentationConfig()

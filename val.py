@@ -4,16 +4,15 @@
     python val.py --mix recipe.json --checkpoint-path model.pth     # every source of a mix recipe, one table
 """
 import argparse
+import os
 import sys
 
-from lwpose.checkpoint import CheckpointError, load_model
-from datasets.mix_recipe import RecipeError, evaluation_ground_truth, load_mix_recipe, output_keypoint_indices
-from lwpose.coco_eval import (METRIC_NAMES, GroundTruthError, format_metric, keypoint_ground_truth,
-                               load_keypoint_ground_truth)
-from lwpose.estimator import PoseEstimator
-from lwpose.backends import BackendUnavailable, TorchBackend, make_backend
-from lwpose.keypoints import KeypointSetError
-from lwpose.validation import dataset_row, format_dataset_table, validate_coco, weighted_mean, write_json
+from lwpose.datasets.mix_recipe import evaluation_ground_truth, load_mix_recipe, output_keypoint_indices
+from lwpose.errors import LwposeError
+from lwpose.evaluation.coco import METRIC_NAMES, format_metric, keypoint_ground_truth, load_keypoint_ground_truth
+from lwpose.evaluation.validation import dataset_row, format_dataset_table, validate_coco, weighted_mean, write_json
+from lwpose.inference.backends import MissingKeypointSet
+from lwpose.inference.estimator import PoseEstimator
 
 MULTISCALE = (0.5, 1.0, 1.5, 2.0)
 
@@ -26,7 +25,7 @@ def parse_args(argv=None):
                         help="score every source of a mix recipe on its own keypoints instead (one table)")
     parser.add_argument("--pck-keypoints", nargs="+", default=(), metavar="NAME",
                         help="with --mix: add a PCK@0.1 column for each of these keypoints")
-    parser.add_argument("--checkpoint-path", required=True, help="lwpose checkpoint (see scripts/import_weights.py)")
+    parser.add_argument("--checkpoint-path", default=None, help="lwpose checkpoint (see scripts/import_weights.py)")
     parser.add_argument("--height-size", type=int, default=368, help="network input height (default 368)")
     parser.add_argument("--flip", action="store_true", help="average with the horizontally flipped image")
     parser.add_argument("--multiscale", action="store_true",
@@ -40,13 +39,19 @@ def parse_args(argv=None):
                         help="keypoint set of the ground truth (shipped name or JSON); found from its names if omitted")
     parser.add_argument("--output-name", default="detections.json", help="where to write the COCO detections")
     parser.add_argument("--metrics-out", default=None, help="write the metrics as JSON here")
-    parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, ...)")
+    parser.add_argument("--backend", default="auto",
+                        help="inference engine: torch, onnxruntime, openvino, or auto (default) = the fastest "
+                             "installed (the same maps within 2e-6)")
+    parser.add_argument("--device", default="cpu", help="device (cpu, cuda, cuda:1, ...)")
     parser.add_argument("--openvino-ir", default=None,
-                        help="run this OpenVINO IR of the checkpoint's network instead of PyTorch (e.g. the INT8 "
-                             "human-pose-estimation-0001 the demo runs fastest), to score what it predicts")
+                        help="score this OpenVINO IR instead (e.g. an INT8 one from scripts/quantize.py); one made "
+                             "outside lwpose takes its keypoint set from --checkpoint-path")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.checkpoint_path is None and args.openvino_ir is None:
+        parser.error("give the model: --checkpoint-path or --openvino-ir")
+    return args
 
 
 def main(argv=None) -> int:
@@ -57,11 +62,13 @@ def main(argv=None) -> int:
         print("error: give --labels and --images-folder, or --mix RECIPE", file=sys.stderr)
         return 2
     try:
-        network, keypoint_set, _ = load_model(args.checkpoint_path, args.device)
+        if not os.path.isdir(args.images_folder):
+            raise ValueError(f"--images-folder {args.images_folder} is not a folder")
+        estimator = make_estimator(args)
+        keypoint_set = estimator.keypoint_set
         gt = load_keypoint_ground_truth(args.labels, args.gt_keypoints, fallback_set=keypoint_set)
-        backend = network_backend(args, network)
-    except (BackendUnavailable, CheckpointError, GroundTruthError, KeypointSetError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (LwposeError, ValueError) as e:
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     missing = [n for n in gt.keypoint_set.keypoints if n not in keypoint_set.index]
     if len(missing) == gt.keypoint_set.num_keypoints:
@@ -70,9 +77,6 @@ def main(argv=None) -> int:
         return 2
     if missing:
         print(f"note: the model does not predict {missing}; they count as missed")
-    estimator = PoseEstimator(backend, keypoint_set, height_size=args.height_size,
-                              scales=MULTISCALE if args.multiscale else (1.0,), flip=args.flip,
-                              decode_at=args.decode_at, upsample=args.upsample)
     report = validate_coco(estimator, gt, args.images_folder, progress=not args.no_progress,
                            max_images=args.max_images)
     write_json(report.detections, args.output_name)
@@ -83,36 +87,50 @@ def main(argv=None) -> int:
     print(" ".join(f"{name} {format_metric(report.metrics[name])}" for name in METRIC_NAMES[:6])
           + f"  ({report.num_images} images, {len(report.detections)} detections, {report.seconds:.1f} s)")
     if args.metrics_out:
-        write_json(report.to_json() | {"labels": args.labels, "checkpoint": args.checkpoint_path,
-                                       "height_size": args.height_size, "flip": args.flip,
-                                       "multiscale": args.multiscale, "decode_at": args.decode_at},
-                   args.metrics_out)
+        write_json(report.to_json() | {"labels": args.labels, **run_description(args)}, args.metrics_out)
     return 0
 
 
-def network_backend(args, network):
-    if args.openvino_ir:
-        return make_backend("openvino", args.checkpoint_path, openvino_ir=args.openvino_ir)
-    return TorchBackend(network, args.device)
+def make_estimator(args) -> PoseEstimator:
+    """The model and decoding the flags ask for, through the same API a Python user calls."""
+    model = args.openvino_ir or args.checkpoint_path
+    keypoint_set = None
+    if args.openvino_ir and args.checkpoint_path:
+        from lwpose.interop.checkpoint import load_checkpoint
+
+        keypoint_set = load_checkpoint(args.checkpoint_path)["keypoint_set"]
+    return PoseEstimator.from_checkpoint(model, "openvino" if args.openvino_ir else args.backend, args.device,
+                                         keypoint_set=keypoint_set, height_size=args.height_size,
+                                         scales=MULTISCALE if args.multiscale else (1.0,), flip=args.flip,
+                                         decode_at=args.decode_at, upsample=args.upsample)
+
+
+def run_description(args) -> dict:
+    """What was scored and how, for the metrics file."""
+    return {"checkpoint": args.checkpoint_path, "openvino_ir": args.openvino_ir, "height_size": args.height_size,
+            "flip": args.flip, "multiscale": args.multiscale, "decode_at": args.decode_at}
+
+
+def flag_hint(error: Exception) -> str:
+    if isinstance(error, MissingKeypointSet):
+        return " (--checkpoint-path of the same model gives it)"
+    return ""
 
 
 def validate_mix(args) -> int:
     """Each source of the recipe scored on its own keypoints (its sigmas, its head size), one row each."""
     try:
-        network, keypoint_set, _ = load_model(args.checkpoint_path, args.device)
+        estimator = make_estimator(args)
+        keypoint_set = estimator.keypoint_set
         recipe = load_mix_recipe(args.mix)
         datasets = []
         for source in recipe.sources:
             data, images_folder = evaluation_ground_truth(source, recipe)
             gt = keypoint_ground_truth(data, source.val_labels or source.labels, source.keypoint_set)
             datasets.append((source, gt, images_folder, output_keypoint_indices(source, keypoint_set, recipe)))
-        backend = network_backend(args, network)
-    except (BackendUnavailable, CheckpointError, GroundTruthError, KeypointSetError, RecipeError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (LwposeError, ValueError) as e:
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
-    estimator = PoseEstimator(backend, keypoint_set, height_size=args.height_size,
-                              scales=MULTISCALE if args.multiscale else (1.0,), flip=args.flip,
-                              decode_at=args.decode_at, upsample=args.upsample)
     rows, detections = [], {}
     for source, gt, images_folder, mapping in datasets:
         unscored = [n for n, i in zip(source.keypoint_set.keypoints, mapping) if i < 0]
@@ -128,9 +146,7 @@ def validate_mix(args) -> int:
     write_json(detections, args.output_name)
     if args.metrics_out:
         write_json({"datasets": {row["dataset"]: row for row in rows}, "weighted_mean": mean, "recipe": args.mix,
-                    "checkpoint": args.checkpoint_path, "keypoint_set": keypoint_set.name,
-                    "height_size": args.height_size, "flip": args.flip, "multiscale": args.multiscale,
-                    "decode_at": args.decode_at}, args.metrics_out)
+                    "keypoint_set": keypoint_set.name, **run_description(args)}, args.metrics_out)
     return 0
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lwpose.coco_eval import COCO_COORDINATE_OFFSET, GroundTruthError, image_path
+from lwpose.errors import LwposeError
+from lwpose.evaluation.coco import COCO_COORDINATE_OFFSET, GroundTruthError, image_path
 from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set
 
 
@@ -22,7 +23,7 @@ from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypo
 MAX_IMAGE_PIXELS = 2 ** 30
 
 
-class AnnotationError(ValueError):
+class AnnotationError(LwposeError, ValueError):
     """An annotation file that cannot be used; the message names the file and the entry."""
 
 

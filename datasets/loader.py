@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from datasets.targets import warm_up_kernels
+from lwpose.datasets.targets import warm_up_kernels
 
 # Below this many file descriptors, tensors travel between processes through named files instead of descriptors.
 MIN_OPEN_FILES_FOR_FD_SHARING = 4096

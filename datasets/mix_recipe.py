@@ -16,7 +16,7 @@ and how batches mix them. Relative paths are relative to the recipe file.
 
 target: `mode` "merge" (the target is one source's own set; the others map into it and their extra joints are
   dropped) or "combine" (a union of the sources' sets: `keypoints` names a set made by scripts/make_keypoint_set.py,
-  or `union` describes one inline, as lwpose/keypoint_union.py reads it).
+  or `union` describes one inline, as lwpose/keypoints/union.py reads it).
 sources[]: `format` "coco" (COCO keypoint JSON) or "mpii" (MPII's list format, datasets/mpii_reader.py);
   `keypoints` the set the file is labelled in (checked against the file); `keypoint_map` explicit [source, target]
   pairs tried before names (a source may be a pair of names: their midpoint, e.g. [["left_hip", "right_hip"],
@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from datasets.coco_reader import (AnnotationError, CocoKeypointFile, as_coco_ground_truth, find_missing_images,
+from lwpose.errors import LwposeError
+from lwpose.datasets.coco_reader import (AnnotationError, CocoKeypointFile, as_coco_ground_truth, find_missing_images,
                                   read_annotation_json, read_coco_keypoints)
-from datasets.conversion import KeypointConversion
-from datasets.mpii_reader import read_mpii_keypoints
-from datasets.prepared_labels import (PreparedLabels, SelectionSettings, build_prepared_labels,
+from lwpose.datasets.conversion import KeypointConversion
+from lwpose.datasets.mpii_reader import read_mpii_keypoints
+from lwpose.datasets.prepared_labels import (PreparedLabels, SelectionSettings, build_prepared_labels,
                                       combine_prepared_labels)
-from lwpose.keypoint_union import build_union_set
+from lwpose.keypoints.union import build_union_set
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set
 
 FORMATS = ("coco", "mpii")
@@ -53,7 +54,7 @@ SOURCE_ENTRIES = ("name", "format", "labels", "images_folder", "keypoints", "key
 RATIO_TOLERANCE = 1e-3
 
 
-class RecipeError(ValueError):
+class RecipeError(LwposeError, ValueError):
     """A mix recipe that cannot be used; the message names the recipe file and the entry."""
 
 

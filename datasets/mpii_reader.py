@@ -21,8 +21,8 @@ import struct
 import numpy as np
 from tqdm import tqdm
 
-from datasets.coco_reader import AnnotationError, CocoImage, CocoKeypointFile, CocoPerson, read_annotation_json
-from lwpose.coco_eval import GroundTruthError, image_path
+from lwpose.datasets.coco_reader import AnnotationError, CocoImage, CocoKeypointFile, CocoPerson, read_annotation_json
+from lwpose.evaluation.coco import GroundTruthError, image_path
 from lwpose.images import ImageReadError
 from lwpose.keypoints import KeypointSet
 

@@ -18,15 +18,15 @@ import numpy as np
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from datasets.augmentation import (AugmentationConfig, AugmentParams, apply_colour_jitter, compose, crop_matrix,
+from lwpose.datasets.augmentation import (AugmentationConfig, AugmentParams, apply_colour_jitter, compose, crop_matrix,
                                    crop_scale, flip_keypoints, flip_matrix, reduced_to_full,
                                    sample_augment_params, transform_keypoints)
-from datasets.prepared_labels import PreparedLabels
-from datasets.targets import (DEFAULT_PAF_THICKNESS, DEFAULT_SIGMA, background_loss_map, channel_loss_masks,
+from lwpose.datasets.prepared_labels import PreparedLabels
+from lwpose.datasets.targets import (DEFAULT_PAF_THICKNESS, DEFAULT_SIGMA, background_loss_map, channel_loss_masks,
                               make_targets)
-from lwpose.coco_eval import image_path
+from lwpose.constants import STRIDE
+from lwpose.evaluation.coco import image_path
 from lwpose.images import ImageReadError
-from modules.pose_network import STRIDE
 
 IGNORE_MASK_REDUCTION = 4  # ignore regions are kept at 1/4 of the image size: the loss map is 1/8 anyway
 CACHE_MODES = ("auto", "decoded", "none")

@@ -30,15 +30,16 @@ from typing import Sequence
 
 import numpy as np
 
-from datasets.coco_reader import AnnotationError, CocoKeypointFile, CocoPerson
-from datasets.conversion import KeypointConversion
+from lwpose.errors import LwposeError
+from lwpose.datasets.coco_reader import AnnotationError, CocoKeypointFile, CocoPerson
+from lwpose.datasets.conversion import KeypointConversion
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set
 
 FORMAT = "lwpose-prepared-labels"
 FORMAT_VERSION = 1
 
 
-class PreparedLabelsError(ValueError):
+class PreparedLabelsError(LwposeError, ValueError):
     """A prepared-labels file that cannot be used; the message names the file and the entry."""
 
 

@@ -6,8 +6,10 @@ import os
 import cv2
 import numpy as np
 
+from lwpose.errors import LwposeError
 
-class ImageReadError(OSError):
+
+class ImageReadError(LwposeError, OSError):
     """An image that cannot be used; the message names the file and why."""
 
 

@@ -17,7 +17,6 @@ import torch
 from torch import nn
 
 VARIANTS = ("lwop", "omz")
-STRIDE = 8
 # What a refinement stage's input concatenates, in order: the reference's layout, and Open Model Zoo's.
 STAGE_INPUT_ORDERS = {"lwop": ("features", "heatmaps", "pafs"), "omz": ("pafs", "heatmaps", "features")}
 

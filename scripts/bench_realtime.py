@@ -22,10 +22,11 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from lwpose.backends import BackendUnavailable, installed_backends, make_backend  # noqa: E402
-from lwpose.estimator import InputTransform, PoseEstimator  # noqa: E402
-from lwpose.grouping import GroupingParams  # noqa: E402
+from lwpose.inference.backends import BackendUnavailable, installed_backends, make_backend  # noqa: E402
+from lwpose.inference.estimator import InputTransform, PoseEstimator  # noqa: E402
+from lwpose.inference.grouping import GroupingParams  # noqa: E402
 from lwpose.images import read_image  # noqa: E402
+from lwpose.interop.checkpoint import load_checkpoint  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
 SHARED_DATA = os.path.join(SHARED, "data")
@@ -76,7 +77,7 @@ def read_frames(video: str, count: int) -> list[np.ndarray]:
 
 def numba_cold_compile_seconds() -> float:
     """Compile every decoding kernel from scratch (empty numba cache, fresh process): what a first run costs."""
-    code = ("import time; from lwpose.estimator import PoseEstimator; from lwpose.keypoints import load_keypoint_set;"
+    code = ("import time; from lwpose.inference.estimator import PoseEstimator; from lwpose.keypoints import load_keypoint_set;"
             "ks = load_keypoint_set('lwop18'); start = time.perf_counter();"
             "PoseEstimator(None, ks, decode_at='map').warm_up(); print(time.perf_counter() - start)")
     with tempfile.TemporaryDirectory() as cache:
@@ -185,9 +186,9 @@ def network_variants(args) -> list[tuple[str, dict]]:
                 ("openvino throughput (2 in flight)", dict(name="openvino", performance_hint="THROUGHPUT"))]
     if args.openvino_ir:
         variants += [("openvino INT8 IR latency",
-                      dict(name="openvino", openvino_ir=args.openvino_ir, performance_hint="LATENCY")),
+                      dict(name="openvino", model=args.openvino_ir, performance_hint="LATENCY")),
                      ("openvino INT8 IR throughput (2 in flight)",
-                      dict(name="openvino", openvino_ir=args.openvino_ir, performance_hint="THROUGHPUT"))]
+                      dict(name="openvino", model=args.openvino_ir, performance_hint="THROUGHPUT"))]
     return variants
 
 
@@ -205,10 +206,13 @@ def run_network(args) -> dict:
     inputs = {size: rng.uniform(-0.5, 0.5, (1, 3, *size)).astype(np.float32) for size in sizes}
     reference_outputs = {}
     variants = network_variants(args)
+    checkpoint_set = load_checkpoint(args.checkpoint_path)["keypoint_set"]  # for an IR that carries none
     for label, options in variants:
         name = options.pop("name")
         try:
-            backend = make_backend(name, args.checkpoint_path, **options)
+            model = options.pop("model", args.checkpoint_path)
+            backend = make_backend(name, model, keypoint_set=checkpoint_set if model != args.checkpoint_path else None,
+                                   **options)
         except BackendUnavailable as e:
             rows.append([label] + ["unavailable"] * len(sizes) + [str(e)[:80]])
             continue

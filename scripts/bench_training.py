@@ -29,8 +29,8 @@ COCO_MINI_IMAGES = os.path.join(SHARED_DATA, "coco_mini_train", "train2017")
 
 
 def prepared_coco_mini(keypoints: str, labels: str, images: str):
-    from datasets.coco_reader import read_coco_keypoints
-    from datasets.prepared_labels import build_prepared_labels
+    from lwpose.datasets.coco_reader import read_coco_keypoints
+    from lwpose.datasets.prepared_labels import build_prepared_labels
     from lwpose.keypoints import load_keypoint_set
 
     target = load_keypoint_set(keypoints)
@@ -39,10 +39,10 @@ def prepared_coco_mini(keypoints: str, labels: str, images: str):
 
 def _stage_timings(dataset, count: int) -> dict:
     """Milliseconds per sample of each step, in this process (one core), for the breakdown."""
-    from datasets.augmentation import (apply_colour_jitter, compose, crop_matrix, crop_scale, flip_keypoints,
+    from lwpose.datasets.augmentation import (apply_colour_jitter, compose, crop_matrix, crop_scale, flip_keypoints,
                                        reduced_to_full, sample_augment_params, transform_keypoints)
-    from datasets.pose_dataset import decode_image
-    from datasets.targets import make_targets
+    from lwpose.datasets.pose_dataset import decode_image
+    from lwpose.datasets.targets import make_targets
 
     totals = dict.fromkeys(("jpeg_decode", "warp", "colour_jitter", "targets", "ignore_mask", "whole_sample"), 0.0)
     size = dataset.augmentation.input_size
@@ -92,10 +92,10 @@ def _cpu_seconds(worker_pids: list[int]) -> float:
 
 
 def run_data(args) -> dict:
-    from datasets.loader import InfiniteBatchSampler, make_train_loader
-    from datasets.pose_dataset import PoseTrainingDataset
-    from datasets.augmentation import AugmentationConfig
-    from datasets.targets import warm_up_kernels
+    from lwpose.datasets.loader import InfiniteBatchSampler, make_train_loader
+    from lwpose.datasets.pose_dataset import PoseTrainingDataset
+    from lwpose.datasets.augmentation import AugmentationConfig
+    from lwpose.datasets.targets import warm_up_kernels
 
     cv2.setNumThreads(0)
     cores = os.cpu_count() or 1
@@ -143,11 +143,11 @@ def run_data(args) -> dict:
 
 
 def run_train(args) -> dict:
-    from datasets.augmentation import AugmentationConfig
-    from datasets.loader import InfiniteBatchSampler, make_train_loader
-    from datasets.pose_dataset import PoseTrainingDataset
-    from lwpose.trainer import RunSettings, Trainer
-    from lwpose.training_setup import OptimizerSettings, init_processes, starting_network
+    from lwpose.datasets.augmentation import AugmentationConfig
+    from lwpose.datasets.loader import InfiniteBatchSampler, make_train_loader
+    from lwpose.datasets.pose_dataset import PoseTrainingDataset
+    from lwpose.training.trainer import RunSettings, Trainer
+    from lwpose.training.setup import OptimizerSettings, init_processes, starting_network
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     processes = init_processes(device)

@@ -10,7 +10,7 @@ One row per sample (the first --samples, or --random ones), one tile per column,
     draw N        a random augmentation exactly as train.py makes it (scale, rotation, crop, colour jitter), with
                   the keypoints the targets come from; cells of zero loss weight tinted red
     draw N mirror the same draw flipped: the picture mirrored and left/right keypoints swapped, so the left side
-                  (drawn in lwpose/drawing.py's left colour) must still be the person's left
+                  (drawn in lwpose/inference/drawing.py's left colour) must still be the person's left
     heatmaps      draw 1's keypoint heatmaps (maximum over keypoints) over the crop
     PAFs          draw 1's part affinity fields over the crop (hue = direction, brightness = strength)
 
@@ -29,12 +29,12 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.augmentation import AugmentationConfig, flip_matrix, compose, sample_augment_params  # noqa: E402
-from datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
-from datasets.pose_dataset import PoseTrainingDataset, TargetConfig, ignore_fraction_map  # noqa: E402
-from datasets.prepared_labels import PreparedLabelsError, load_prepared_labels  # noqa: E402
-from lwpose.drawing import PoseDrawer  # noqa: E402
-from lwpose.grouping import People  # noqa: E402
+from lwpose.datasets.augmentation import AugmentationConfig, flip_matrix, compose, sample_augment_params  # noqa: E402
+from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
+from lwpose.datasets.pose_dataset import PoseTrainingDataset, TargetConfig, ignore_fraction_map  # noqa: E402
+from lwpose.datasets.prepared_labels import PreparedLabelsError, load_prepared_labels  # noqa: E402
+from lwpose.inference.drawing import PoseDrawer  # noqa: E402
+from lwpose.inference.grouping import People  # noqa: E402
 from lwpose.images import ImageReadError  # noqa: E402
 from lwpose.keypoints import KeypointSetError  # noqa: E402
 

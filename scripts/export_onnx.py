@@ -15,9 +15,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lwpose.backends import BackendUnavailable, OnnxRuntimeBackend, TorchBackend  # noqa: E402
-from lwpose.checkpoint import CheckpointError, load_model  # noqa: E402
-from lwpose.onnx_export import OPSET, export_onnx  # noqa: E402
+from lwpose.inference.backends import BackendUnavailable, OnnxRuntimeBackend  # noqa: E402
+from lwpose.inference.torch_backend import TorchBackend  # noqa: E402
+from lwpose.interop.checkpoint import CheckpointError, load_model  # noqa: E402
+from lwpose.interop.onnx_export import OPSET, export_onnx  # noqa: E402
 
 CHECK_SIZE = (368, 496)  # differs from the export's size on purpose: the axes must really be free
 

@@ -17,9 +17,9 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from datasets.coco_reader import AnnotationError, find_missing_images, read_coco_keypoints  # noqa: E402
-from datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
-from datasets.prepared_labels import SelectionSettings, build_prepared_labels  # noqa: E402
+from lwpose.datasets.coco_reader import AnnotationError, find_missing_images, read_coco_keypoints  # noqa: E402
+from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
+from lwpose.datasets.prepared_labels import SelectionSettings, build_prepared_labels  # noqa: E402
 from lwpose.keypoints import KeypointSetError, load_keypoint_set  # noqa: E402
 
 DEFAULTS = SelectionSettings()

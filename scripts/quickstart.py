@@ -37,10 +37,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from datasets.augmentation import AugmentationConfig  # noqa: E402
-from lwpose.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
-from lwpose.trainer import latest_checkpoint  # noqa: E402
-from modules.pose_network import STRIDE  # noqa: E402
+from lwpose.datasets.augmentation import AugmentationConfig  # noqa: E402
+from lwpose.interop.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
+from lwpose.training.trainer import latest_checkpoint  # noqa: E402
+from lwpose.constants import STRIDE  # noqa: E402
+from lwpose.errors import LwposeError  # noqa: E402
 
 EXPERIMENT = "quickstart"
 # Training runs for a time, not a number of iterations: the other steps take 2-3 minutes, so the whole job ends
@@ -58,7 +59,7 @@ SCENE_ARGS = ["--people", "1", "2", "--person-height", *map(str, PERSON_HEIGHT),
               "--crowd-probability", "0", "--partial-probability", "0", "--back-view-probability", "0"]
 
 
-class StepFailed(RuntimeError):
+class StepFailed(LwposeError, RuntimeError):
     pass
 
 

@@ -36,6 +36,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+from lwpose.errors import LwposeError  # noqa: E402
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set  # noqa: E402
 from synthetic_figures import (Figure, figure_shapes, draw_shapes, known_point_names, project,  # noqa: E402
                                random_build, random_palette, random_pose, unit_extent, walk_pose)
@@ -48,7 +49,7 @@ COCO_OFFSET = 0.5
 STREAMS = {"train": 0, "val": 1, "mix": 2, "video": 3}
 
 
-class SyntheticDataError(ValueError):
+class SyntheticDataError(LwposeError, ValueError):
     """Settings or an output folder the generator cannot use; the message says which and why."""
 
 

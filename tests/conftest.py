@@ -32,8 +32,8 @@ def require_shared(*paths: str) -> None:
 def hpe_checkpoint(tmp_path_factory) -> str:
     """The Open Model Zoo weights imported once per test session."""
     require_shared(HPE_XML)
-    from lwpose.checkpoint import save_checkpoint
-    from lwpose.importers import import_openvino_ir
+    from lwpose.interop.checkpoint import save_checkpoint
+    from lwpose.interop.importers import import_openvino_ir
 
     path = str(tmp_path_factory.mktemp("weights") / "hpe0001.pth")
     save_checkpoint(import_openvino_ir(HPE_XML, "lwop18"), path)

@@ -5,8 +5,8 @@ import json
 import cv2
 import numpy as np
 
-from datasets.coco_reader import read_coco_keypoints
-from datasets.prepared_labels import build_prepared_labels
+from lwpose.datasets.coco_reader import read_coco_keypoints
+from lwpose.datasets.prepared_labels import build_prepared_labels
 from lwpose.keypoints import load_keypoint_set
 
 IMAGE_SIZE = 96

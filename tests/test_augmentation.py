@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, REPO_ROOT, require_shared
-from datasets.augmentation import AugmentationConfig, AugmentParams, apply_colour_jitter, crop_matrix
-from datasets.coco_reader import read_coco_keypoints
-from datasets.loader import InfiniteBatchSampler, make_train_loader
-from datasets.pose_dataset import PoseTrainingDataset
-from datasets.prepared_labels import PreparedImage, PreparedLabels, Source, build_prepared_labels
+from lwpose.datasets.augmentation import AugmentationConfig, AugmentParams, apply_colour_jitter, crop_matrix
+from lwpose.datasets.coco_reader import read_coco_keypoints
+from lwpose.datasets.loader import InfiniteBatchSampler, make_train_loader
+from lwpose.datasets.pose_dataset import PoseTrainingDataset
+from lwpose.datasets.prepared_labels import PreparedImage, PreparedLabels, Source, build_prepared_labels
 from lwpose.keypoints import load_keypoint_set
 
 LWOP18 = load_keypoint_set("lwop18")
@@ -118,11 +118,11 @@ def test_the_loader_survives_a_low_open_file_limit(tmp_path):
     script.write_text(textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {REPO_ROOT!r})
-        from datasets.augmentation import AugmentationConfig
-        from datasets.coco_reader import read_coco_keypoints
-        from datasets.loader import InfiniteBatchSampler, make_train_loader
-        from datasets.pose_dataset import PoseTrainingDataset
-        from datasets.prepared_labels import build_prepared_labels
+        from lwpose.datasets.augmentation import AugmentationConfig
+        from lwpose.datasets.coco_reader import read_coco_keypoints
+        from lwpose.datasets.loader import InfiniteBatchSampler, make_train_loader
+        from lwpose.datasets.pose_dataset import PoseTrainingDataset
+        from lwpose.datasets.prepared_labels import build_prepared_labels
         from lwpose.keypoints import load_keypoint_set
         target = load_keypoint_set("lwop18")
         labels = build_prepared_labels(read_coco_keypoints({COCO_MINI_LABELS!r}, target), target,

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import HPE_XML, MMPOSE_SAMPLES, REPO_ROOT, require_shared
-from lwpose.backends import BackendUnavailable, TorchBackend, make_backend
-from lwpose.checkpoint import load_model
-from lwpose.estimator import prepare_input
+from lwpose.inference.backends import BackendUnavailable, MissingKeypointSet, make_backend
+from lwpose.inference.torch_backend import TorchBackend
+from lwpose.interop.checkpoint import load_model
+from lwpose.inference.estimator import prepare_input
 from lwpose.images import read_image
-from lwpose.onnx_export import CACHE_ENV, cached_onnx_path, onnx_for_checkpoint
+from lwpose.interop.onnx_export import CACHE_ENV, cached_onnx_path, onnx_for_checkpoint
+from lwpose.keypoints import load_keypoint_set
 
 # fp32 engines order the same sums differently: measured max differences are about 2e-6 (README, "Demo and
 # real-time"); a wrong export (a layer or an axis off) is off by 1e-1 or more.
@@ -73,8 +75,9 @@ def test_export_script_reports_the_difference_from_torch(hpe_checkpoint, tmp_pat
     assert line, result.stdout
     assert float(line[0].rsplit(" ", 1)[1]) < OUTPUT_TOLERANCE
     # the ONNX file alone is enough: it carries its keypoint set
-    backend = make_backend("onnxruntime", onnx_path=str(output))
-    assert backend.keypoint_set.num_keypoints == 18
+    for name in ("onnxruntime", "openvino"):
+        backend = make_backend(name, str(output))
+        assert backend.keypoint_set.num_keypoints == 18
 
 
 def test_exports_are_cached_per_checkpoint_content(hpe_checkpoint, tmp_path):
@@ -108,7 +111,7 @@ def test_the_int8_ir_takes_the_normalised_input_and_agrees_with_torch(hpe_checkp
     it must predict what the float import does, up to its int8 activations (a wrong conversion decorrelates)."""
     pytest.importorskip("openvino")
     require_shared(HPE_XML)
-    backend = make_backend("auto", hpe_checkpoint, openvino_ir=HPE_XML)
+    backend = make_backend("auto", HPE_XML, keypoint_set=load_keypoint_set("lwop18"))
     assert backend.quantized and "int8" in backend.describe()
     heatmaps, pafs = backend(real_input)
     assert heatmaps.shape == torch_outputs[0].shape and pafs.shape == torch_outputs[1].shape
@@ -123,15 +126,38 @@ def test_the_int8_ir_takes_the_normalised_input_and_agrees_with_torch(hpe_checkp
     backend.close()
 
 
-def test_an_ir_needs_the_checkpoint_for_its_keypoint_set_and_runs_only_on_openvino(hpe_checkpoint):
+def test_an_ir_made_elsewhere_needs_its_keypoint_set_and_runs_only_on_openvino(hpe_checkpoint):
     pytest.importorskip("openvino")
     require_shared(HPE_XML)
-    with pytest.raises(BackendUnavailable, match="carries no keypoint set: give --checkpoint-path"):
-        make_backend("openvino", openvino_ir=HPE_XML)
-    with pytest.raises(BackendUnavailable, match="runs with --backend openvino, not 'onnxruntime'"):
-        make_backend("onnxruntime", hpe_checkpoint, openvino_ir=HPE_XML)
+    with pytest.raises(MissingKeypointSet, match="carries no keypoint set"):
+        make_backend("openvino", HPE_XML)
+    with pytest.raises(BackendUnavailable, match="runs with the openvino backend, not 'onnxruntime'"):
+        make_backend("onnxruntime", HPE_XML)
     with pytest.raises(BackendUnavailable, match="missing.xml does not exist"):
-        make_backend("openvino", hpe_checkpoint, openvino_ir="missing.xml")
+        make_backend("openvino", "missing.xml")
+
+
+@pytest.mark.parametrize("option", ["half", "channels_last", "compile"])
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_torch_only_options_are_refused_by_the_other_engines(name, option, hpe_checkpoint):
+    pytest.importorskip(name)
+    with pytest.raises(BackendUnavailable, match=f"{option} appl"):
+        make_backend(name, hpe_checkpoint, **{option: True})
+
+
+def test_half_precision_on_the_cpu_is_refused(hpe_checkpoint):
+    with pytest.raises(BackendUnavailable, match="CUDA GPU"):
+        make_backend("torch", hpe_checkpoint, half=True)
+
+
+def test_auto_on_a_gpu_takes_an_engine_that_runs_there(hpe_checkpoint, monkeypatch):
+    from lwpose.inference import backends
+
+    monkeypatch.setattr(backends, "installed_backends", lambda: ["openvino", "onnxruntime", "torch"])
+    assert backends._fastest_for("checkpoint", "cuda") == "torch"
+    assert backends._fastest_for("checkpoint", "cuda:1") == "torch"
+    assert backends._fastest_for("onnx", "cuda") == "onnxruntime"
+    assert backends._fastest_for("checkpoint", "cpu") == "openvino"
 
 
 @pytest.mark.parametrize("name, package", [("openvino", "openvino"), ("onnxruntime", "onnxruntime")])

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, REPO_ROOT, require_shared
-from datasets.prepared_labels import load_prepared_labels
-from lwpose.drawing import SIDE_COLOURS
+from lwpose.datasets.prepared_labels import load_prepared_labels
+from lwpose.inference.drawing import SIDE_COLOURS
 
 OPPOSITE = {"left": "right", "right": "left"}
 

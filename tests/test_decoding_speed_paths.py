@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, HPE_XML, MMPOSE_SAMPLES, require_shared
-from lwpose.backends import TorchBackend
-from lwpose.checkpoint import load_model
-from lwpose.estimator import PoseEstimator
-from lwpose.grouping import (REFINE_NONE, REFINE_PARABOLA, GroupingParams, _cubic_lattice, _limb_connections, _sample,
+from lwpose.inference.torch_backend import TorchBackend
+from lwpose.interop.checkpoint import load_model
+from lwpose.inference.estimator import PoseEstimator
+from lwpose.inference.grouping import (REFINE_NONE, REFINE_PARABOLA, GroupingParams, _cubic_lattice, _limb_connections, _sample,
                              decode_people, find_peaks)
 from lwpose.images import read_image
 from lwpose.keypoints import load_keypoint_set
@@ -203,7 +203,7 @@ def test_a_crowd_of_a_hundred_decodes_to_a_hundred_people():
 def torch_estimators(hpe_checkpoint):
     network, keypoint_set, _ = load_model(hpe_checkpoint)
     backend = TorchBackend(network)
-    return (PoseEstimator(backend, keypoint_set, height_size=368),
+    return (PoseEstimator(backend, keypoint_set, height_size=368, decode_at="image"),
             PoseEstimator(backend, keypoint_set, height_size=368, decode_at="map"))
 
 

@@ -2,8 +2,8 @@
 keypoints draw nothing."""
 import numpy as np
 
-from lwpose.drawing import SIDE_COLOURS, PoseDrawer, id_colour, limb_colours
-from lwpose.grouping import People
+from lwpose.inference.drawing import SIDE_COLOURS, PoseDrawer, id_colour, limb_colours
+from lwpose.inference.grouping import People
 from lwpose.keypoints import load_keypoint_set
 from synthetic_maps import standing_person
 

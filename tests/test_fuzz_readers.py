@@ -25,11 +25,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from conftest import REPO_ROOT
-from datasets.coco_reader import AnnotationError, read_coco_keypoints
-from datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels
-from datasets.mpii_reader import read_mpii_keypoints
-from datasets.prepared_labels import build_prepared_labels
-from lwpose.coco_eval import GroundTruthError, evaluate_keypoints, load_keypoint_ground_truth
+from lwpose.datasets.coco_reader import AnnotationError
+from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels
+from lwpose.datasets.mpii_reader import read_mpii_keypoints
+from lwpose.datasets.prepared_labels import build_prepared_labels
+from lwpose.evaluation.coco import GroundTruthError, evaluate_keypoints, load_keypoint_ground_truth
 from lwpose.keypoints import KeypointSetError, load_keypoint_set
 
 HANG_SECONDS = 30  # one small file taking this long is a hang, not slowness

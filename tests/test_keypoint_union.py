@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import REPO_ROOT
-from datasets.conversion import KeypointConversion
-from lwpose.keypoint_union import build_union_set
+from lwpose.datasets.conversion import KeypointConversion
+from lwpose.keypoints.union import build_union_set
 from lwpose.keypoints import KeypointSetError, load_keypoint_set
 from training_data import run_tool
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from conftest import REPO_ROOT
-from lwpose.checkpoint import load_checkpoint
-from lwpose.trainer import latest_checkpoint
+from lwpose.interop.checkpoint import load_checkpoint
+from lwpose.training.trainer import latest_checkpoint
 from reliability_data import write_tiny_training_set
 from training_data import run_tool
 

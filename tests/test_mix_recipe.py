@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import COCO_MINI_LABELS, MMPOSE_SAMPLES, require_shared
-from datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels
-from datasets.mix_sampler import MixedBatchSampler, mixed_sampler_for, per_batch_counts
-from datasets.mpii_reader import image_size, read_mpii_keypoints
-from datasets.prepared_labels import load_prepared_labels
-from datasets.targets import channel_loss_masks
+from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels
+from lwpose.datasets.mix_sampler import MixedBatchSampler, mixed_sampler_for, per_batch_counts
+from lwpose.datasets.mpii_reader import image_size, read_mpii_keypoints
+from lwpose.datasets.prepared_labels import load_prepared_labels
+from lwpose.datasets.targets import channel_loss_masks
 from lwpose.keypoints import load_keypoint_set
 from mixing import (RECIPES, aic_source, coco_mini_source, mpii_source, people_recipe, sample_source,
                     write_recipe)
@@ -239,7 +239,7 @@ def test_shipped_recipes_load():
 
 
 def test_each_source_is_scored_with_the_model_keypoints_it_corresponds_to(people, tmp_path):
-    from datasets.mix_recipe import output_keypoint_indices
+    from lwpose.datasets.mix_recipe import output_keypoint_indices
 
     recipe, _ = people
     mpii = next(s for s in recipe.sources if s.name == "mpii")

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import HPE_XML, REPO_ROOT, SHARED_DATA, require_shared
-from lwpose.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
-from lwpose.importers import import_reference_checkpoint
+from lwpose.interop.checkpoint import CheckpointError, load_checkpoint, load_model, save_checkpoint
+from lwpose.interop.importers import import_reference_checkpoint
 from lwpose.keypoints import load_keypoint_set
-from modules.pose_network import Architecture, build_network
+from lwpose.modules.pose_network import Architecture, build_network
 
 GOLDEN = os.path.join(SHARED_DATA, "golden", "hpe0001_fp16int8_openvino_196141.npz")
 REFERENCE_KEYS = os.path.join(SHARED_DATA, "golden", "reference_checkpoint_keys.txt")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from lwpose.pck import PckCounts, add_image, match_people
+from lwpose.evaluation.pck import PckCounts, add_image, match_people
 
 SIGMAS = np.full(4, 0.05)
 NAMES = ("upper_neck", "head_top", "left_wrist", "right_wrist")

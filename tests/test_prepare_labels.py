@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, MMPOSE_SAMPLES, require_shared
-from datasets.coco_reader import read_coco_keypoints
-from datasets.prepared_labels import SelectionSettings, build_prepared_labels, load_prepared_labels
+from lwpose.datasets.coco_reader import read_coco_keypoints
+from lwpose.datasets.prepared_labels import SelectionSettings, build_prepared_labels, load_prepared_labels
 from lwpose.keypoints import load_keypoint_set
 from training_data import SHIPPED_SAMPLES, prepare, run_tool, sample_paths
 

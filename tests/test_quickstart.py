@@ -11,7 +11,7 @@ import cv2
 import pytest
 
 from conftest import REPO_ROOT
-from modules.pose_network import STRIDE
+from lwpose.constants import STRIDE
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 import quickstart  # noqa: E402

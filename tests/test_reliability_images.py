@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from datasets.pose_dataset import decode_image
+from lwpose.datasets.pose_dataset import decode_image
 from lwpose.images import ImageReadError, read_image
 from reliability_data import write_tiny_training_set
 from training_data import run_tool
@@ -77,7 +77,7 @@ def test_training_skips_bad_images_with_a_warning_and_stops_when_too_many_are_ba
                        "--max-bad-image-share", "0.3", "--no-augmentation", timeout=900)
     assert trained.returncode == 0, trained.stdout[-2000:] + trained.stderr[-2000:]
     output = trained.stdout + trained.stderr
-    assert f"1 of 8 training images cannot be used" in output and image_files[0].name in output
+    assert "1 of 8 training images cannot be used" in output and image_files[0].name in output
     assert image_files[1].name in output and "unusable images so far" in output
     assert "done: iteration 4" in trained.stdout
 

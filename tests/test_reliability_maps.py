@@ -5,7 +5,7 @@ import multiprocessing
 import numpy as np
 import pytest
 
-from lwpose.grouping import GroupingParams, decode_people
+from lwpose.inference.grouping import GroupingParams, decode_people
 from lwpose.keypoints import load_keypoint_set
 from synthetic_maps import render_maps, standing_person
 

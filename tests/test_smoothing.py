@@ -4,8 +4,8 @@ smoothed each with their own history."""
 import numpy as np
 import pytest
 
-from lwpose.grouping import People
-from lwpose.smoothing import OneEuroFilter, PoseSmoother
+from lwpose.inference.grouping import People
+from lwpose.inference.smoothing import OneEuroFilter, PoseSmoother
 
 FPS = 30.0
 

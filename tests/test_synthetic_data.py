@@ -12,7 +12,7 @@ import pytest
 from pycocotools import mask as mask_utils
 
 from conftest import REPO_ROOT
-from lwpose.coco_eval import evaluate_keypoints, load_keypoint_ground_truth
+from lwpose.evaluation.coco import evaluate_keypoints, load_keypoint_ground_truth
 from lwpose.keypoints import load_keypoint_set
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))

@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, MMPOSE_SAMPLES, require_shared
-from datasets.augmentation import AugmentationConfig, AugmentParams
-from datasets.coco_reader import read_coco_keypoints
-from datasets.pose_dataset import PoseTrainingDataset
-from datasets.prepared_labels import build_prepared_labels
-from datasets.targets import channel_loss_masks, make_targets
+from lwpose.datasets.augmentation import AugmentationConfig, AugmentParams
+from lwpose.datasets.coco_reader import read_coco_keypoints
+from lwpose.datasets.pose_dataset import PoseTrainingDataset
+from lwpose.datasets.prepared_labels import build_prepared_labels
+from lwpose.datasets.targets import channel_loss_masks, make_targets
 from lwpose.keypoints import load_keypoint_set
-from modules.loss import loss_masks, masked_l2, pose_loss
+from lwpose.modules.loss import loss_masks, masked_l2, pose_loss
 from training_data import SHIPPED_SAMPLES, sample_paths
 
 LWOP18 = load_keypoint_set("lwop18")
@@ -146,8 +146,8 @@ def test_the_imported_model_agrees_with_our_targets(hpe_checkpoint):
     """Channel order, PAF direction, pixel alignment and normalisation all have to match for the real model's
     predictions to sit much closer to our targets than empty maps do."""
     require_shared(COCO_MINI_LABELS)
-    from lwpose.checkpoint import load_model
-    from lwpose.trainer import images_to_network_input
+    from lwpose.interop.checkpoint import load_model
+    from lwpose.training.trainer import images_to_network_input
 
     network, keypoint_set, _ = load_model(hpe_checkpoint)
     labels = build_prepared_labels(read_coco_keypoints(COCO_MINI_LABELS, keypoint_set), keypoint_set,

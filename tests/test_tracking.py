@@ -2,9 +2,9 @@
 detection noise; people who appear get new ids and ids are never reused."""
 import numpy as np
 
-from lwpose.grouping import People
+from lwpose.inference.grouping import People
 from lwpose.keypoints import load_keypoint_set
-from lwpose.tracking import PoseTracker
+from lwpose.inference.tracking import PoseTracker
 from synthetic_maps import standing_person
 
 KEYPOINT_SET = load_keypoint_set("lwop18")
@@ -72,7 +72,7 @@ def test_crossing_under_heavier_detection_noise_keeps_ids():
 
 def test_without_motion_prediction_the_crossing_would_switch_ids(monkeypatch):
     """The sequence above is a real test of prediction: a tracker matching last positions fails it."""
-    monkeypatch.setattr("lwpose.tracking.Track.predicted", lambda track, frame: track.keypoints.copy())
+    monkeypatch.setattr("lwpose.inference.tracking.Track.predicted", lambda track, frame: track.keypoints.copy())
     switches, _ = id_switches(PoseTracker(), crossing_sequence())
     assert switches > 0
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, MMPOSE_SAMPLES, REPO_ROOT, require_shared
-from lwpose.coco_eval import GroundTruthError, load_keypoint_ground_truth
+from lwpose.evaluation.coco import GroundTruthError, load_keypoint_ground_truth
 
 SAMPLES_COCO = os.path.join(MMPOSE_SAMPLES, "coco")
 METRIC_KEYS = {"AP", "AP50", "AP75", "APm", "APl", "AR"}

@@ -22,13 +22,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from lwpose.checkpoint import make_checkpoint, save_checkpoint
-from lwpose.estimator import PIXEL_MEAN, PIXEL_SCALE
+from lwpose.errors import LwposeError
+from lwpose.interop.checkpoint import make_checkpoint, save_checkpoint
+from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE
 from lwpose.keypoints import KeypointSet
-from lwpose.training_setup import (OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
+from lwpose.training.setup import (OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
                                    restore_rng_states, set_learning_rates)
-from modules.loss import loss_masks, pose_loss
-from modules.pose_network import Architecture, PoseNetwork
+from lwpose.modules.loss import loss_masks, pose_loss
+from lwpose.modules.pose_network import Architecture, PoseNetwork
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_iter_(\d+)\.pth$")
@@ -61,7 +62,7 @@ class RunSettings:
         return os.path.join(self.experiment_dir, "checkpoints")
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(LwposeError):
     """SIGTERM or SIGINT arrived; the run saved a checkpoint of its last finished iteration and stopped."""
 
     def __init__(self, signal_number: int, iteration: int, checkpoint: str | None):
@@ -73,7 +74,7 @@ class TrainingInterrupted(Exception):
                          + "; continue with --resume")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(LwposeError, FloatingPointError):
     """A step's loss was NaN or inf; the step was not applied."""
 
 
@@ -92,7 +93,7 @@ class Validator:
 
     def __init__(self, labels: str, images_folder: str, height_size: int = 368, max_images: int | None = None,
                  decode_at: str = "image"):
-        from lwpose.coco_eval import load_keypoint_ground_truth
+        from lwpose.evaluation.coco import load_keypoint_ground_truth
 
         self.labels = labels
         self.images_folder = images_folder
@@ -102,9 +103,9 @@ class Validator:
         self._ground_truth = load_keypoint_ground_truth(labels)
 
     def __call__(self, network: PoseNetwork, keypoint_set: KeypointSet, device: torch.device) -> dict:
-        from lwpose.backends import TorchBackend
-        from lwpose.estimator import PoseEstimator
-        from lwpose.validation import validate_coco
+        from lwpose.inference.torch_backend import TorchBackend
+        from lwpose.inference.estimator import PoseEstimator
+        from lwpose.evaluation.validation import validate_coco
 
         estimator = PoseEstimator(TorchBackend(network, device), keypoint_set, height_size=self.height_size,
                                   decode_at=self.decode_at)
@@ -251,7 +252,7 @@ class Trainer:
             self.writer = SummaryWriter(os.path.join(self.settings.experiment_dir, "tensorboard"),
                                         purge_step=self.iteration + 1)
         except ImportError:
-            tqdm.write("note: tensorboard is not installed (pip install -r requirements-extras.txt); CSV log only")
+            tqdm.write("note: tensorboard is not installed (pip install 'lwpose[train]'); CSV log only")
 
     def _log(self, values: dict, path: str) -> None:
         new = not os.path.exists(path) or os.path.getsize(path) == 0

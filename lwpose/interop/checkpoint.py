@@ -12,14 +12,15 @@ from typing import Any, Mapping
 
 import torch
 
+from lwpose.errors import LwposeError
 from lwpose.keypoints import KeypointSet, load_keypoint_set
-from modules.pose_network import Architecture, PoseNetwork, build_network
+from lwpose.modules.pose_network import Architecture, PoseNetwork, build_network
 
 FORMAT = "lwpose-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(LwposeError, ValueError):
     """A checkpoint that cannot be used; the message names the file."""
 
 

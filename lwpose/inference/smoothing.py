@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from lwpose.grouping import People
+from lwpose.inference.grouping import People
 
 
 def _alpha(cutoff: np.ndarray | float, dt: float) -> np.ndarray | float:
@@ -76,4 +76,4 @@ class PoseSmoother:
             keypoints[p, :, :2] = filt(keypoints[p, :, :2], time, present[:, None]).astype(np.float32)
         for track_id in [t for t, f in self.filters.items() if time - (f.time or time) > self.forget_after]:
             del self.filters[track_id]
-        return People(keypoints, people.scores, people.num_keypoints)
+        return people.with_keypoints(keypoints)

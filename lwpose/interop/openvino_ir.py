@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lwpose.errors import LwposeError
+
 _ELEMENT_TYPES = {
     "f32": np.float32, "f16": np.float16, "f64": np.float64,
     "i8": np.int8, "u8": np.uint8, "i16": np.int16, "u16": np.uint16,
@@ -19,7 +21,7 @@ _ELEMENT_TYPES = {
 }
 
 
-class IRError(ValueError):
+class IRError(LwposeError, ValueError):
     """An IR that cannot be read; the message names the file and the layer."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numba
 import numpy as np
@@ -48,29 +48,46 @@ class GroupingParams:
 class People:
     """Decoded people: `keypoints` (P, K, 3) holds x, y, score, with x = y = -1 and score 0 where missing;
     `scores` (P,) ranks people (sum of keypoint and limb scores times (keypoints - 1), as the reference);
-    `num_keypoints` (P,) counts keypoints found by non-fill-in limbs."""
+    `num_keypoints` (P,) counts keypoints found by non-fill-in limbs; `keypoint_names` (K,) names the keypoints
+    (the keypoint set's; empty when unknown)."""
 
     keypoints: np.ndarray
     scores: np.ndarray
     num_keypoints: np.ndarray
+    keypoint_names: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.scores)
 
     @classmethod
-    def empty(cls, num_keypoints: int) -> "People":
-        return cls(np.zeros((0, num_keypoints, 3), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32))
-
-    def transformed(self, scale_x: float, scale_y: float, offset_x: float = 0.0, offset_y: float = 0.0) -> "People":
-        """Map coordinates to another frame (x' = x * scale_x + offset_x), leaving missing keypoints missing."""
-        keypoints = self.keypoints.copy()
-        present = keypoints[..., 2] > 0
-        keypoints[..., 0] = np.where(present, keypoints[..., 0] * scale_x + offset_x, -1)
-        keypoints[..., 1] = np.where(present, keypoints[..., 1] * scale_y + offset_y, -1)
-        return People(keypoints, self.scores.copy(), self.num_keypoints.copy())
+    def empty(cls, num_keypoints: int, keypoint_names: tuple[str, ...] = ()) -> "People":
+        return cls(np.zeros((0, num_keypoints, 3), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32),
+                   keypoint_names)
 
     def select(self, index) -> "People":
-        return People(self.keypoints[index], self.scores[index], self.num_keypoints[index])
+        return replace(self, keypoints=self.keypoints[index], scores=self.scores[index],
+                       num_keypoints=self.num_keypoints[index])
+
+    def with_keypoints(self, keypoints: np.ndarray) -> "People":
+        """The same people with other keypoint coordinates (mapped to another frame, smoothed, ...)."""
+        return replace(self, keypoints=keypoints)
+
+    def to_dicts(self, ids: np.ndarray | None = None, decimals: int | None = None) -> list[dict]:
+        """One dict per person: `{"score": s, "keypoints": {name: [x, y, score], ...}}` with the keypoints found
+        (missing ones left out), plus `"id"` when track `ids` are given; `decimals` rounds the numbers."""
+        names = self.keypoint_names or tuple(str(i) for i in range(self.keypoints.shape[1]))
+
+        def number(value: float) -> float:
+            return round(value, decimals) if decimals is not None else value
+
+        people = []
+        for p in range(len(self)):
+            entry: dict = {} if ids is None else {"id": int(ids[p])}
+            entry["score"] = number(float(self.scores[p]))
+            entry["keypoints"] = {name: [number(x), number(y), number(score)]
+                                  for name, (x, y, score) in zip(names, self.keypoints[p].tolist()) if score > 0}
+            people.append(entry)
+        return people
 
 
 REFINE_NONE, REFINE_PARABOLA, REFINE_CUBIC = 0, 1, 2
@@ -647,7 +664,7 @@ def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: Keypoint
         peaks = find_peaks(_finite(heatmaps), *peak_args)
         pafs = _finite(pafs)
     if len(peaks) == 0:
-        return People.empty(k)
+        return People.empty(k, keypoint_set.keypoints)
     if heatmap_scale != 1:  # pixel j of a map resized s times (OpenCV's convention) lies at (j + 0.5) / s - 0.5
         peaks[:, :2] = (peaks[:, :2] + 0.5) / heatmap_scale - 0.5
     starts = keypoint_starts(peaks, k)
@@ -662,13 +679,13 @@ def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: Keypoint
     person_peaks, totals, counts = assemble_people(
         peaks, k, keypoint_set.limb_keypoints, keypoint_set.fill_in_mask, order, candidates,
         params.min_keypoints, params.min_mean_score)
-    return people_from_peaks(person_peaks, totals, counts, peaks, k)
+    return people_from_peaks(person_peaks, totals, counts, peaks, k, keypoint_set.keypoints)
 
 
-def people_from_peaks(person_peaks, totals, counts, peaks, num_keypoints) -> People:
+def people_from_peaks(person_peaks, totals, counts, peaks, num_keypoints, keypoint_names=()) -> People:
     keypoints = np.full((len(person_peaks), num_keypoints, 3), -1.0, np.float32)
     keypoints[..., 2] = 0.0
     present = person_peaks >= 0
     keypoints[present] = peaks[person_peaks[present], :3]
     scores = (totals * np.maximum(0, counts - 1)).astype(np.float32)
-    return People(keypoints, scores, counts.astype(np.int32))
+    return People(keypoints, scores, counts.astype(np.int32), tuple(keypoint_names))

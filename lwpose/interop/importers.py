@@ -6,10 +6,10 @@ import re
 import numpy as np
 import torch
 
-from lwpose.checkpoint import CheckpointError, make_checkpoint, safe_torch_load
+from lwpose.interop.checkpoint import CheckpointError, make_checkpoint, safe_torch_load
 from lwpose.keypoints import KeypointSet, load_keypoint_set
-from lwpose.openvino_ir import IRError, OpenVinoIR
-from modules.pose_network import Architecture, build_network
+from lwpose.interop.openvino_ir import IRError, OpenVinoIR
+from lwpose.modules.pose_network import Architecture, build_network
 
 # Backbone layer names of the IR, in the order of our MobileNet blocks (after conv1).
 _BACKBONE_BLOCKS = ("conv2_1", "conv2_2", "conv3_1", "conv3_2", "conv4_1", "conv4_2",

@@ -10,11 +10,11 @@ import numpy as np
 
 from tqdm import tqdm
 
-from lwpose.coco_eval import (KeypointGroundTruth, evaluate_keypoints, image_path,
+from lwpose.evaluation.coco import (KeypointGroundTruth, evaluate_keypoints, image_path,
                               people_to_coco_results)
-from lwpose.estimator import PoseEstimator
+from lwpose.inference.estimator import PoseEstimator
 from lwpose.images import ImageReadError, read_image
-from lwpose.pck import PckCounts, add_image
+from lwpose.evaluation.pck import PckCounts, add_image
 
 
 @dataclass
@@ -36,7 +36,7 @@ class ValidationReport:
 def validate_coco(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, progress: bool = True,
                   max_images: int | None = None, mapping: np.ndarray | None = None,
                   pck: bool = False) -> ValidationReport:
-    """COCO AP (and with `pck`, PCK and PCKh: lwpose/pck.py) of the estimator on the ground truth. `mapping`: for
+    """COCO AP (and with `pck`, PCK and PCKh: lwpose/evaluation/pck.py) of the estimator on the ground truth. `mapping`: for
     each ground-truth keypoint, the model keypoint it is scored with (-1: none; default by name)."""
     images = gt.images[:max_images] if max_images else gt.images
     if mapping is None:

@@ -15,14 +15,16 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-SHIPPED_SETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "keypoint_sets")
+from lwpose.errors import LwposeError
+
+SHIPPED_SETS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "sets")
 
 # Name pieces that mark a keypoint as one side of a mirror pair, tried in this order.
 _SIDE_PREFIXES = (("left_", "right_"), ("l_", "r_"))
 _SIDE_SUFFIXES = (("_left", "_right"), ("_l", "_r"))
 
 
-class KeypointSetError(ValueError):
+class KeypointSetError(LwposeError, ValueError):
     """A keypoint set description that cannot be used; the message names the file and the entry."""
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from lwpose.keypoints import KeypointSet
-from modules.pose_network import Architecture, PoseNetwork, build_network
+from lwpose.modules.pose_network import Architecture, PoseNetwork, build_network
 
 
 @dataclass

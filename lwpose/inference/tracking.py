@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from lwpose.grouping import People
+from lwpose.inference.grouping import People
 
 
 @dataclass

@@ -7,7 +7,7 @@ import colorsys
 import cv2
 import numpy as np
 
-from lwpose.grouping import People
+from lwpose.inference.grouping import People
 from lwpose.keypoints import KeypointSet
 
 SIDE_COLOURS = {"left": (255, 160, 0), "right": (0, 120, 255), "center": (0, 220, 220)}  # BGR

@@ -11,7 +11,8 @@ from functools import cached_property
 
 import numpy as np
 
-from lwpose.grouping import People
+from lwpose.errors import LwposeError
+from lwpose.inference.grouping import People
 from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set
 
 METRIC_NAMES = ("AP", "AP50", "AP75", "APm", "APl", "AR", "AR50", "AR75", "ARm", "ARl")
@@ -21,7 +22,7 @@ AREA_METRIC_NAMES = ("APm", "APl", "ARm", "ARl")  # medium and large people only
 COCO_COORDINATE_OFFSET = 0.5
 
 
-class GroundTruthError(ValueError):
+class GroundTruthError(LwposeError, ValueError):
     """A ground-truth file that is not COCO keypoint format; the message names the file and the entry."""
 
 

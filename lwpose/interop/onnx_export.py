@@ -12,12 +12,14 @@ import json
 import os
 import tempfile
 import warnings
+from typing import TYPE_CHECKING
 
-import torch
-
-from lwpose.checkpoint import load_model
+from lwpose.constants import STRIDE
+from lwpose.errors import LwposeError
 from lwpose.keypoints import KeypointSet, load_keypoint_set
-from modules.pose_network import STRIDE, PoseNetwork
+
+if TYPE_CHECKING:  # exporting needs torch; finding a cached export or its keypoint set does not
+    from lwpose.modules.pose_network import PoseNetwork
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -25,25 +27,27 @@ OUTPUT_NAMES = ("heatmaps", "pafs")
 # Bumped whenever the exported graph changes, so stale cached exports are not reused.
 EXPORT_VERSION = 1
 CACHE_ENV = "LWPOSE_CACHE"
+KEYPOINT_SET_METADATA = "lwpose_keypoint_set"  # the export's metadata entry holding its keypoint set (JSON)
 
 
-class ExportError(RuntimeError):
+class ExportError(LwposeError, RuntimeError):
     """An export or an ONNX file that cannot be used; the message names the file."""
-
-
-class _LastStage(torch.nn.Module):
-    def __init__(self, network: PoseNetwork):
-        super().__init__()
-        self.network = network
-
-    def forward(self, x):
-        outputs = self.network(x)
-        return outputs[-2], outputs[-1]
 
 
 def export_onnx(network: PoseNetwork, keypoint_set: KeypointSet, path: str, example_size: tuple[int, int] = (256, 456),
                 opset: int = OPSET) -> None:
     """Write `network` as ONNX to `path` (atomically); height and width stay free (multiples of the stride)."""
+    import torch
+
+    class LastStage(torch.nn.Module):
+        def __init__(self, network: PoseNetwork):
+            super().__init__()
+            self.network = network
+
+        def forward(self, x):
+            outputs = self.network(x)
+            return outputs[-2], outputs[-1]
+
     if example_size[0] % STRIDE or example_size[1] % STRIDE:
         raise ValueError(f"example size {example_size} must be a multiple of the stride {STRIDE}")
     network = network.float().eval().cpu()
@@ -58,11 +62,11 @@ def export_onnx(network: PoseNetwork, keypoint_set: KeypointSet, path: str, exam
             # The TorchScript exporter is deprecated in favour of the dynamo one, which needs `onnxscript`; this
             # plain convolutional graph exports identically through either, and this one needs nothing extra.
             warnings.simplefilter("ignore")
-            torch.onnx.export(_LastStage(network), (example,), tmp_path, input_names=[INPUT_NAME],
+            torch.onnx.export(LastStage(network), (example,), tmp_path, input_names=[INPUT_NAME],
                               output_names=list(OUTPUT_NAMES), opset_version=opset, dynamo=False,
                               dynamic_axes={INPUT_NAME: dynamic, OUTPUT_NAMES[0]: dynamic,
                                             OUTPUT_NAMES[1]: dynamic})
-        _add_metadata(tmp_path, {"lwpose_keypoint_set": json.dumps(keypoint_set.to_dict()),
+        _add_metadata(tmp_path, {KEYPOINT_SET_METADATA: json.dumps(keypoint_set.to_dict()),
                                  "lwpose_architecture": json.dumps(network.architecture.to_dict()),
                                  "lwpose_export_version": str(EXPORT_VERSION)})
         os.replace(tmp_path, path)
@@ -97,10 +101,10 @@ def onnx_keypoint_set(path: str) -> KeypointSet:
     except Exception as e:  # onnx raises DecodeError, ValueError, ... depending on the damage
         raise ExportError(f"ONNX model {path} cannot be read: {e}") from None
     meta = {p.key: p.value for p in model.metadata_props}
-    if "lwpose_keypoint_set" not in meta:
+    if KEYPOINT_SET_METADATA not in meta:
         raise ExportError(f"ONNX model {path} carries no keypoint set (not written by scripts/export_onnx.py); "
                           "give the checkpoint with --checkpoint-path too")
-    return load_keypoint_set(json.loads(meta["lwpose_keypoint_set"]))
+    return load_keypoint_set(json.loads(meta[KEYPOINT_SET_METADATA]))
 
 
 def cache_dir() -> str:
@@ -122,6 +126,8 @@ def onnx_for_checkpoint(checkpoint_path: str, directory: str | None = None) -> s
     """The cached ONNX export of a checkpoint, exported now if it is not there yet."""
     path = cached_onnx_path(checkpoint_path, directory)
     if not os.path.exists(path):
+        from lwpose.interop.checkpoint import load_model
+
         network, keypoint_set, _ = load_model(checkpoint_path)
         export_onnx(network, keypoint_set, path)
     return path

@@ -19,12 +19,9 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from lwpose.grouping import GroupingParams, People, decode_people
+from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE, STRIDE
+from lwpose.inference.grouping import GroupingParams, People, decode_people
 from lwpose.keypoints import KeypointSet
-from modules.pose_network import STRIDE
-
-PIXEL_MEAN = 128.0
-PIXEL_SCALE = 1.0 / 256.0
 
 Backend = Callable[[np.ndarray], "tuple[np.ndarray, np.ndarray]"]
 
@@ -87,20 +84,29 @@ def _resize_channels(maps: np.ndarray, size: tuple[int, int] | None = None, fact
     return _resize_hwc(np.ascontiguousarray(maps.transpose(1, 2, 0)), size, factor).transpose(2, 0, 1)
 
 
-def _resize_hwc(hwc: np.ndarray, size: tuple[int, int] | None = None, factor: float | None = None) -> np.ndarray:
-    """Cubic resize of an (H, W, C) stack (rows may be a crop of a larger array); OpenCV takes at most 512
-    channels at once."""
-    def resize(part):
-        if size is not None:
-            out = cv2.resize(part, (size[1], size[0]), interpolation=cv2.INTER_CUBIC)
-        else:
-            out = cv2.resize(part, (0, 0), fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+OPENCV_MAX_CHANNELS = 512  # cv2.resize and cv2.remap take at most this many channels at once
+
+
+def _by_channel_chunks(hwc: np.ndarray, function: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """`function` (an OpenCV operation on an (H, W, C) stack) applied in chunks of channels OpenCV accepts, the
+    results joined again into one (H', W', C) stack (OpenCV drops the channel axis of a one-channel result)."""
+    def run(part: np.ndarray) -> np.ndarray:
+        out = function(part)
         return out.reshape(out.shape[0], out.shape[1], -1)
 
-    if hwc.shape[2] <= 512:
-        return resize(hwc)
-    return np.concatenate([resize(np.ascontiguousarray(hwc[:, :, start:start + 512]))
-                           for start in range(0, hwc.shape[2], 512)], axis=2)
+    if hwc.shape[2] <= OPENCV_MAX_CHANNELS:
+        return run(hwc)
+    return np.concatenate([run(np.ascontiguousarray(hwc[:, :, start:start + OPENCV_MAX_CHANNELS]))
+                           for start in range(0, hwc.shape[2], OPENCV_MAX_CHANNELS)], axis=2)
+
+
+def _resize_hwc(hwc: np.ndarray, size: tuple[int, int] | None = None, factor: float | None = None) -> np.ndarray:
+    """Cubic resize of an (H, W, C) stack (rows may be a crop of a larger array) to `size` or by `factor`."""
+    if size is not None:
+        return _by_channel_chunks(hwc, lambda part: cv2.resize(part, (size[1], size[0]),
+                                                                interpolation=cv2.INTER_CUBIC))
+    return _by_channel_chunks(hwc, lambda part: cv2.resize(part, (0, 0), fx=factor, fy=factor,
+                                                            interpolation=cv2.INTER_CUBIC))
 
 
 def unflip_maps(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet
@@ -114,18 +120,27 @@ def unflip_maps(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSe
 
 @dataclass
 class PoseEstimator:
+    """People in images, from a backend (any callable from a normalised NCHW batch to heatmaps and PAFs) and the
+    keypoint set it predicts (default: the backend's own `keypoint_set`). `from_checkpoint` makes one from a model
+    file. The defaults are the fast path the demo runs: input height 256, decoding at map resolution; the
+    reference's validation is `height_size=368, decode_at="image"`."""
+
     backend: Backend
-    keypoint_set: KeypointSet
-    height_size: int = 368
+    keypoint_set: KeypointSet | None = None
+    height_size: int = 256
     scales: Sequence[float] = (1.0,)
     flip: bool = False
-    decode_at: str = "image"  # "image" or "map"
+    decode_at: str = "map"  # "map" (fast) or "image" (maps resized to the image first, the reference's val)
     upsample: int = 1  # with decode_at="map": factor the stride-8 heatmaps are upsampled by before peaks are taken
     upsample_pafs: bool = False  # with decode_at="map": upsample the PAFs too (the reference demo's way; slower)
     grouping: GroupingParams | None = None  # None: the reference's for "image", map_grouping(upsample) for "map"
     resize_interpolation: int = cv2.INTER_CUBIC
 
     def __post_init__(self):
+        if self.keypoint_set is None:
+            self.keypoint_set = getattr(self.backend, "keypoint_set", None)
+            if self.keypoint_set is None:
+                raise ValueError("the backend does not say which keypoint set it predicts: give keypoint_set")
         if self.decode_at not in ("image", "map"):
             raise ValueError("decode_at must be 'image' or 'map'")
         if self.upsample < 1:
@@ -134,6 +149,23 @@ class PoseEstimator:
             self.grouping = GroupingParams() if self.decode_at == "image" else map_grouping(self.upsample)
         if self.flip and not self.keypoint_set.can_flip:
             _ = self.keypoint_set.paf_flip_channels  # raises with the reason
+
+    @classmethod
+    def from_checkpoint(cls, model: str, backend: str = "auto", device: str = "cpu",
+                        keypoint_set: "KeypointSet | str | dict | None" = None, threads: int | None = None,
+                        half: bool = False, channels_last: bool = False, compile: bool = False,
+                        performance_hint: str = "THROUGHPUT", **settings) -> "PoseEstimator":
+        """An estimator running `model`: an lwpose checkpoint (.pth), an ONNX export (.onnx) or an OpenVINO IR
+        (.xml), on `backend` (default: the fastest installed for the device: OpenVINO, then ONNX Runtime, then
+        PyTorch on a CPU). Exports carry their keypoint set; `keypoint_set` (a set, a shipped name or a JSON path)
+        is needed only for a model that carries none. `settings` are the estimator's own (height_size, flip,
+        scales, decode_at, ...). Running an export needs neither torch nor anything of the training side."""
+        from lwpose.inference.backends import make_backend
+
+        engine = make_backend(backend, model, device, keypoint_set=keypoint_set, half=half,
+                              channels_last=channels_last, compile=compile, threads=threads,
+                              performance_hint=performance_hint)
+        return cls(engine, engine.keypoint_set, **settings)
 
     # ------------------------------------------------------------------ maps
     def _network_maps(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -272,7 +304,7 @@ class PoseEstimator:
         x_img, y_img = transform.input_to_image(keypoints[..., 0] * cell + offset, keypoints[..., 1] * cell + offset)
         keypoints[..., 0] = np.where(present, x_img, -1)
         keypoints[..., 1] = np.where(present, y_img, -1)
-        return People(keypoints, people.scores, people.num_keypoints)
+        return people.with_keypoints(keypoints)
 
     @staticmethod
     def _regrid(maps: np.ndarray, source: InputTransform, target: InputTransform) -> np.ndarray:
@@ -288,8 +320,7 @@ class PoseEstimator:
         map_y = ((src_y - (STRIDE - 1) / 2) / STRIDE).astype(np.float32)
         for sample in maps:
             hwc = np.ascontiguousarray(sample.transpose(1, 2, 0))
-            chans = [cv2.remap(hwc[:, :, s:s + 512], map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
-                     for s in range(0, hwc.shape[2], 512)]
-            chans = [c.reshape(th, tw, -1) for c in chans]
-            out.append(np.concatenate(chans, axis=2).transpose(2, 0, 1))
+            out.append(_by_channel_chunks(hwc, lambda part: cv2.remap(part, map_x, map_y, cv2.INTER_LINEAR,
+                                                                      borderMode=cv2.BORDER_CONSTANT))
+                       .transpose(2, 0, 1))
         return np.stack(out)

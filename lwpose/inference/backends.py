@@ -1,13 +1,14 @@
 """Inference backends: a callable from a normalised NCHW float32 batch to (heatmaps, PAFs) numpy arrays.
 
-Three engines run the same network: PyTorch (CPU or GPU, optional fp16, channels_last, torch.compile), ONNX
-Runtime and OpenVINO (both optional packages, fed a cached ONNX export of the checkpoint, or for OpenVINO an IR such
-as Open Model Zoo's INT8 `human-pose-estimation-0001`, which runs on the CPU's int8 instructions). Every backend can also
-`submit` a batch and return a future, so a video loop keeps the network busy while it decodes the previous frame;
-OpenVINO runs several requests at once there.
+Three engines run the same network: PyTorch (CPU or GPU, optional fp16, channels_last, torch.compile; in
+lwpose/inference/torch_backend.py, the only one that imports torch), ONNX Runtime and OpenVINO (both optional
+packages, fed an ONNX export, made once from a checkpoint into the cache, or for OpenVINO an IR such as an INT8 one,
+which runs on the CPU's int8 instructions). Every backend can also `submit` a batch and return a future, so a video
+loop keeps the network busy while it decodes the previous frame; OpenVINO runs several requests at once there.
 """
 from __future__ import annotations
 
+import json
 import os
 import queue
 import threading
@@ -15,20 +16,19 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
-import torch
 
-from lwpose.checkpoint import load_checkpoint, load_model
+from lwpose.errors import LwposeError
+from lwpose.interop.onnx_export import KEYPOINT_SET_METADATA, cache_dir
 from lwpose.keypoints import KeypointSet, load_keypoint_set
-from lwpose.onnx_export import cache_dir, onnx_for_checkpoint, onnx_keypoint_set
-from modules.pose_network import PoseNetwork
 
 BACKEND_NAMES = ("torch", "onnxruntime", "openvino")
 # `auto` takes the first of these that is installed: the fastest on a CPU first (README, "Demo and real-time").
 FASTEST_FIRST = ("openvino", "onnxruntime", "torch")
 PIP_PACKAGES = {"onnxruntime": "onnxruntime", "openvino": "openvino", "onnx": "onnx"}
+EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino", "onnx": "onnx"}  # pyproject.toml's extra that brings each
 
 
-class BackendUnavailable(RuntimeError):
+class BackendUnavailable(LwposeError, RuntimeError):
     """A backend that cannot run here (missing package, no such device); the message says what to install."""
 
 
@@ -40,7 +40,7 @@ def require_package(module: str, backend: str):
         return importlib.import_module(module)
     except ImportError:
         raise BackendUnavailable(f"the {backend} backend needs the '{PIP_PACKAGES[module]}' package: "
-                                 f"pip install {PIP_PACKAGES[module]} (or pip install -r requirements-extras.txt)"
+                                 f"pip install {PIP_PACKAGES[module]} (or pip install \"lwpose[{EXTRAS[module]}]\")"
                                  ) from None
 
 
@@ -75,71 +75,35 @@ class Backend:
         return self.name
 
 
-class TorchBackend(Backend):
-    """The network in PyTorch, on CPU or GPU; optional fp16 (GPU), channels_last memory layout and torch.compile
-    (on a GPU its `reduce-overhead` mode replays CUDA graphs, which removes per-layer launch costs)."""
-
-    name = "torch"
-
-    def __init__(self, network: PoseNetwork, device: str | torch.device = "cpu", half: bool = False,
-                 channels_last: bool = False, compile: bool = False):
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise BackendUnavailable(f"device '{device}' was asked for, but this torch ({torch.__version__}) "
-                                     "sees no CUDA GPU")
-        self.half = half and self.device.type == "cuda"
-        self.channels_last = channels_last
-        network = network.to(self.device).eval()
-        if self.half:
-            network = network.half()
-        if channels_last:
-            network = network.to(memory_format=torch.channels_last)
-        self.network = network
-        self.compiled = compile
-        self._forward = network
-        if compile:
-            mode = "reduce-overhead" if self.device.type == "cuda" else None
-            self._forward = torch.compile(network, mode=mode, dynamic=False)
-
-    @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32)).to(self.device, non_blocking=True)
-        if self.half:
-            x = x.half()
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        outputs = self._forward(x)
-        heatmaps, pafs = outputs[-2], outputs[-1]
-        return heatmaps.float().cpu().numpy(), pafs.float().cpu().numpy()
-
-    def describe(self) -> str:
-        extras = [e for e, on in (("fp16", self.half), ("channels_last", self.channels_last),
-                                  ("compiled", self.compiled)) if on]
-        return f"torch {self.device}" + (f" ({', '.join(extras)})" if extras else "")
-
-
 class OnnxRuntimeBackend(Backend):
     """An ONNX export run by ONNX Runtime (CPU, or CUDA when its GPU package is installed)."""
 
     name = "onnxruntime"
 
-    def __init__(self, onnx_path: str, device: str = "cpu", threads: int | None = None):
+    def __init__(self, onnx_path: str, device: str = "cpu", threads: int | None = None,
+                 keypoint_set: KeypointSet | None = None):
         ort = require_package("onnxruntime", self.name)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        providers = ["CPUExecutionProvider"]
+        providers: list = ["CPUExecutionProvider"]
         if str(device).startswith("cuda"):
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise BackendUnavailable("onnxruntime here has no CUDA provider: pip install onnxruntime-gpu")
-            providers.insert(0, "CUDAExecutionProvider")
+            # 'cuda:1' is the second GPU; ONNX Runtime takes the index as a provider option
+            index = int(str(device).partition(":")[2] or 0)
+            providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
         try:
             self.session = ort.InferenceSession(onnx_path, options, providers=providers)
         except Exception as e:  # ORT raises its own Fail / InvalidGraph / NoSuchFile types
             raise BackendUnavailable(f"onnxruntime cannot load {onnx_path}: {e}") from None
         self.input_name = self.session.get_inputs()[0].name
         self.device = device
+        if keypoint_set is None:
+            stored = self.session.get_modelmeta().custom_metadata_map.get(KEYPOINT_SET_METADATA)
+            keypoint_set = _stored_keypoint_set(stored, onnx_path)
+        self.keypoint_set = keypoint_set
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         outputs = self.session.run(None, {self.input_name: np.ascontiguousarray(batch, dtype=np.float32)})
@@ -168,6 +132,9 @@ class OpenVinoBackend(Backend):
             raise BackendUnavailable(f"openvino cannot read {model_path}: {e}") from None
         self.model_path = model_path
         self.quantized = any(op.get_type_name() == "FakeQuantize" for op in self.model.get_ops())
+        if keypoint_set is None:
+            keypoint_set = _stored_keypoint_set(self._stored_keypoint_set_json(), model_path)
+        self.keypoint_set = keypoint_set
         self._heatmaps_output, self._pafs_output = self._output_indices(keypoint_set)
         if model_path.lower().endswith(".xml"):
             self._feed_normalised_input(model_path)
@@ -188,16 +155,21 @@ class OpenVinoBackend(Backend):
         self._num_requests = 2 if performance_hint == "THROUGHPUT" else 1
         self._lock = threading.Lock()
 
-    def _output_indices(self, keypoint_set: KeypointSet | None) -> tuple[int, int]:
+    def _stored_keypoint_set_json(self) -> str | None:
+        """The keypoint set the model carries: an lwpose IR in its runtime info, an ONNX export in the metadata
+        OpenVINO reads into the runtime info's 'framework' section."""
+        for path in (list(IR_KEYPOINT_SET_PATH), ["framework", KEYPOINT_SET_METADATA]):
+            if self.model.has_rt_info(path):
+                return self.model.get_rt_info(path).astype(str)
+        return None
+
+    def _output_indices(self, keypoint_set: KeypointSet) -> tuple[int, int]:
         """Which output is the heatmaps and which the PAFs: our exports name them; an IR made elsewhere is told
         apart by channel counts, checked against the keypoint set the caller decodes with."""
         outputs = self.model.outputs
         names = [output.get_names() for output in outputs]
         if len(outputs) == 2 and "heatmaps" in names[0] and "pafs" in names[1]:
             return 0, 1
-        if keypoint_set is None:
-            raise BackendUnavailable(f"{self.model_path}: outputs {names} are not named heatmaps/pafs; give the "
-                                     "keypoint set (--checkpoint-path of the same model) to tell them apart")
         channels = [output.get_partial_shape()[1] for output in outputs]
         heatmaps = [i for i, c in enumerate(channels) if c.is_static and c.get_length() == keypoint_set.num_heatmaps]
         pafs = [i for i, c in enumerate(channels) if c.is_static and c.get_length() == keypoint_set.num_pafs]
@@ -212,7 +184,7 @@ class OpenVinoBackend(Backend):
         """An IR that scales raw pixels itself (Open Model Zoo's does: pixel * s + t before the first
         convolution) gets `pixel = 256 u + 128` prepended inside the graph, so it takes the same normalised input
         `u = (pixel - 128) / 256` as every other backend."""
-        from lwpose.openvino_ir import OpenVinoIR
+        from lwpose.interop.openvino_ir import OpenVinoIR
 
         scale, shift = OpenVinoIR(xml_path).input_affine()
         if np.allclose(scale, 1.0) and np.allclose(shift, 0.0):
@@ -299,68 +271,111 @@ def installed_backends() -> list[str]:
     return [name for name in FASTEST_FIRST if name == "torch" or importlib.util.find_spec(name) is not None]
 
 
-def make_backend(name: str, checkpoint_path: str | None = None, onnx_path: str | None = None, device: str = "cpu",
-                 half: bool = False, channels_last: bool = False, compile: bool = False, threads: int | None = None,
-                 performance_hint: str = "THROUGHPUT", openvino_ir: str | None = None) -> Backend:
-    """A backend by name ('auto' = the fastest installed), from a checkpoint (exported to ONNX on the fly into the
-    cache for ONNX Runtime and OpenVINO) or an ONNX file; its `keypoint_set` says what the model predicts.
-    `openvino_ir`: an OpenVINO IR (.xml) of the checkpoint's network to run instead, e.g. an INT8 one; it carries
-    no keypoint set, so the checkpoint gives it."""
-    if openvino_ir is not None:
-        return _openvino_ir_backend(name, openvino_ir, checkpoint_path, device, threads, performance_hint)
+CHECKPOINT_SUFFIXES = (".pth", ".pt")
+
+
+def model_kind(path: str) -> str:
+    """'checkpoint', 'onnx' or 'ir' (OpenVINO), from the file's suffix."""
+    suffix = os.path.splitext(str(path))[1].lower()
+    if suffix in CHECKPOINT_SUFFIXES:
+        return "checkpoint"
+    if suffix == ".onnx":
+        return "onnx"
+    if suffix == ".xml":
+        return "ir"
+    raise BackendUnavailable(f"model {path}: unknown kind of file '{suffix}' (an lwpose checkpoint .pth, an ONNX "
+                             "export .onnx, or an OpenVINO IR .xml)")
+
+
+def make_backend(name: str = "auto", model: str | None = None, device: str = "cpu", *,
+                 keypoint_set: "KeypointSet | str | dict | None" = None, half: bool = False, channels_last: bool = False,
+                 compile: bool = False, threads: int | None = None, performance_hint: str = "THROUGHPUT"
+                 ) -> Backend:
+    """The engine `name` ('auto' = the fastest installed for the device) running `model`: an lwpose checkpoint
+    (ONNX Runtime and OpenVINO run its export, made once into the cache), an ONNX export, or an OpenVINO IR. Its
+    `keypoint_set` says what the model predicts: the one the model carries, or `keypoint_set` for a model that
+    carries none (Open Model Zoo's IR; a set, a shipped name, a JSON path or a checkpoint's dict). Only the torch
+    engine and reading a checkpoint import torch."""
+    if keypoint_set is not None:
+        keypoint_set = load_keypoint_set(keypoint_set)
+    if model is None:
+        raise BackendUnavailable("a backend needs a model: an lwpose checkpoint, an ONNX export or an OpenVINO IR")
+    kind = model_kind(model)
+    if not os.path.isfile(model):
+        raise BackendUnavailable(f"model {model} does not exist")
     if name == "auto":
-        name = installed_backends()[0]
+        name = _fastest_for(kind, device)
     if name not in BACKEND_NAMES:
         raise BackendUnavailable(f"unknown backend '{name}' (known: auto, {', '.join(BACKEND_NAMES)})")
-    if checkpoint_path is None and onnx_path is None:
-        raise ValueError("a backend needs a checkpoint or an ONNX model")
+    torch_only = [option for option, on in (("half", half), ("channels_last", channels_last), ("compile", compile))
+                  if on]
+    if torch_only and name != "torch":
+        raise BackendUnavailable(f"{', '.join(torch_only)} apply to the torch backend only, not to {name}")
+    if kind == "ir" and name != "openvino":
+        raise BackendUnavailable(f"an OpenVINO IR ({model}) runs with the openvino backend, not '{name}'")
     if name == "torch":
-        if checkpoint_path is None:
-            raise BackendUnavailable("the torch backend needs --checkpoint-path (an ONNX file runs with "
-                                     "--backend onnxruntime or openvino)")
-        network, keypoint_set, _ = load_model(checkpoint_path)
+        if kind != "checkpoint":
+            raise BackendUnavailable(f"the torch backend runs lwpose checkpoints, not {model} (ONNX exports run with "
+                                     "onnxruntime or openvino)")
+        from lwpose.inference.torch_backend import TorchBackend
+        from lwpose.interop.checkpoint import load_model
+
+        network, own_set, _ = load_model(model)
         if threads:
+            import torch
+
             torch.set_num_threads(threads)
         backend: Backend = TorchBackend(network, device, half=half, channels_last=channels_last, compile=compile)
-        backend.keypoint_set = keypoint_set
+        backend.keypoint_set = keypoint_set or own_set
         return backend
     # Fail on a missing package before spending seconds on an export.
     require_package(name, name)
-    if checkpoint_path is not None:
-        keypoint_set = load_keypoint_set(load_checkpoint(checkpoint_path)["keypoint_set"])
-        if onnx_path is None:
-            onnx_path = onnx_for_checkpoint(checkpoint_path)
-    else:
-        keypoint_set = onnx_keypoint_set(onnx_path)
+    if kind == "checkpoint":
+        from lwpose.interop.checkpoint import load_checkpoint
+        from lwpose.interop.onnx_export import onnx_for_checkpoint
+
+        keypoint_set = keypoint_set or load_keypoint_set(load_checkpoint(model)["keypoint_set"])
+        model = onnx_for_checkpoint(model)
     if name == "onnxruntime":
-        backend = OnnxRuntimeBackend(onnx_path, device, threads)
-    else:
-        _require_cpu_for_openvino(device)
-        backend = OpenVinoBackend(onnx_path, "CPU", performance_hint, threads,
-                                  cache_dir=os.path.join(cache_dir(), "openvino"))
-    backend.keypoint_set = keypoint_set
-    return backend
+        return OnnxRuntimeBackend(model, device, threads, keypoint_set=keypoint_set)
+    _require_cpu_for_openvino(device)
+    return OpenVinoBackend(model, "CPU", performance_hint, threads, cache_dir=os.path.join(cache_dir(), "openvino"),
+                           keypoint_set=keypoint_set)
+
+
+# Where an lwpose IR keeps its keypoint set (JSON) in its runtime info.
+IR_KEYPOINT_SET_PATH = ("lwpose", "keypoint_set")
+
+
+class MissingKeypointSet(BackendUnavailable):
+    """A model that does not say which keypoint set it predicts (an IR or ONNX file made outside lwpose)."""
+
+
+def _stored_keypoint_set(stored: str | None, model_path: str) -> KeypointSet:
+    if stored is None:
+        raise MissingKeypointSet(f"model {model_path} carries no keypoint set (it was not exported by lwpose); "
+                                 "give the keypoint set of the model it was made from")
+    try:
+        return load_keypoint_set(json.loads(stored))
+    except (ValueError, TypeError) as e:
+        raise BackendUnavailable(f"model {model_path}: the keypoint set it carries cannot be read: {e}") from None
+
+
+def _fastest_for(kind: str, device: str) -> str:
+    """The fastest installed engine that runs this kind of model on this device: on a CPU OpenVINO, then ONNX
+    Runtime, then torch; on a CUDA GPU torch (a checkpoint) or ONNX Runtime's CUDA provider (an export)."""
+    installed = installed_backends()
+    if kind == "ir":
+        return "openvino"
+    if str(device).startswith("cuda"):
+        return "torch" if kind == "checkpoint" else "onnxruntime"
+    candidates = [n for n in installed if kind == "checkpoint" or n != "torch"]
+    if not candidates:
+        raise BackendUnavailable("no engine installed runs an ONNX export: pip install openvino (or onnxruntime)")
+    return candidates[0]
 
 
 def _require_cpu_for_openvino(device: str) -> None:
     if device != "cpu":
         raise BackendUnavailable(f"the openvino backend runs on the CPU here, not on '{device}'; "
-                                 "use --backend torch for a CUDA GPU")
-
-
-def _openvino_ir_backend(name: str, xml_path: str, checkpoint_path: str | None, device: str, threads: int | None,
-                         performance_hint: str) -> Backend:
-    if name not in ("auto", "openvino"):
-        raise BackendUnavailable(f"an OpenVINO IR ({xml_path}) runs with --backend openvino, not '{name}'")
-    if checkpoint_path is None:
-        raise BackendUnavailable(f"the OpenVINO IR {xml_path} carries no keypoint set: give --checkpoint-path of "
-                                 "the same model (e.g. the checkpoint scripts/import_weights.py made from it)")
-    if not os.path.isfile(xml_path):
-        raise BackendUnavailable(f"OpenVINO IR {xml_path} does not exist")
-    require_package("openvino", "openvino")
-    _require_cpu_for_openvino(device)
-    keypoint_set = load_keypoint_set(load_checkpoint(checkpoint_path)["keypoint_set"])
-    backend = OpenVinoBackend(xml_path, "CPU", performance_hint, threads,
-                              cache_dir=os.path.join(cache_dir(), "openvino"), keypoint_set=keypoint_set)
-    backend.keypoint_set = keypoint_set
-    return backend
+                                 "a CUDA GPU runs the torch backend")

@@ -21,18 +21,18 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 import cv2
 import numpy as np
 
-from lwpose.grouping import People
+from lwpose.errors import LwposeError
+from lwpose.inference.grouping import People
 from lwpose.images import ImageReadError, read_image
-from lwpose.keypoints import KeypointSet
 
 if TYPE_CHECKING:  # only named in annotations: opening a video should not wait for torch to load
-    from lwpose.backends import Backend
-    from lwpose.estimator import InputTransform, PoseEstimator
+    from lwpose.inference.backends import Backend
+    from lwpose.inference.estimator import InputTransform, PoseEstimator
 
 DEFAULT_CAMERA_FPS = 30.0
 
 
-class VideoError(OSError):
+class VideoError(LwposeError, OSError):
     """A source or an output that cannot be used; the message names it."""
 
 
@@ -158,6 +158,7 @@ def open_source(video: str | None = None, images: Sequence[str] | None = None) -
 
 
 # ----------------------------------------------------------------------------------------------------- writers
+JSON_DECIMALS = 3  # a thousandth of a pixel and of a score
 FOURCC_BY_EXTENSION = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "XVID"}
 
 
@@ -203,23 +204,15 @@ class JsonLinesWriter:
     """One JSON object per frame and line: frame index, time, people with id, score and keypoints by name.
     Each line is flushed as it is written, so the file is complete up to the last processed frame."""
 
-    def __init__(self, path: str, keypoint_set: KeypointSet):
+    def __init__(self, path: str):
         try:
             self.file = open(path, "w")
         except OSError as e:
             raise VideoError(f"poses file {path} cannot be written: {e.strerror}") from None
         self.path = path
-        self.names = keypoint_set.keypoints
 
     def write(self, frame: Frame, people: People, ids: np.ndarray | None) -> None:
-        entries = []
-        for p in range(len(people)):
-            keypoints = {}
-            for name, (x, y, score) in zip(self.names, people.keypoints[p].tolist()):
-                if score > 0:
-                    keypoints[name] = [round(x, 2), round(y, 2), round(score, 4)]
-            entries.append({"id": None if ids is None else int(ids[p]), "score": round(float(people.scores[p]), 3),
-                            "keypoints": keypoints})
+        entries = [{"id": None, **person} for person in people.to_dicts(ids, decimals=JSON_DECIMALS)]
         record = {"frame": frame.index, "time": round(frame.time, 4), "people": entries}
         if frame.name is not None:
             record["image"] = frame.name
@@ -330,3 +323,80 @@ def estimate_stream(source: FrameSource, estimator: PoseEstimator, backend: Back
         for _, _, future in pending:
             if not future.cancel():  # already running: let it finish before the backend is closed
                 future.exception()
+
+
+# ------------------------------------------------------------------------------------------------------- track
+@dataclass
+class TrackedFrame:
+    """One frame's result: the frame itself (`index`, `time`, `image`, and `name` for an image list), the people
+    in image pixels, and their track ids (None when tracking is off)."""
+
+    index: int
+    time: float
+    image: np.ndarray
+    people: People
+    ids: np.ndarray | None
+    name: str | None = None
+
+
+class PoseStream:
+    """The people of every frame of a video, a camera or a list of images, tracked and smoothed as asked:
+    `track(...)` makes one. Iterating runs the pipelined loop once; `source` tells what was read (`frame_count`,
+    `fps`, and `problems` met on the way), `times` what it cost."""
+
+    def __init__(self, source: FrameSource, estimator: PoseEstimator, track: bool = True, smooth: bool = False,
+                 max_frames: int | None = None):
+        from lwpose.inference.smoothing import PoseSmoother
+        from lwpose.inference.tracking import PoseTracker
+
+        self.source = source
+        self.estimator = estimator
+        self.max_frames = max_frames
+        self.times = StreamTimes()
+        self.tracker = PoseTracker() if (track or smooth) else None
+        self.smoother = PoseSmoother() if smooth else None
+
+    def __iter__(self) -> Iterator[TrackedFrame]:
+        for result in estimate_stream(self.source, self.estimator, self.estimator.backend, self.times,
+                                      self.max_frames):
+            frame, people = result.frame, result.people
+            ids = self.tracker.update(people, frame.index) if self.tracker else None
+            if self.smoother:
+                people = self.smoother(people, ids, frame.time)
+            yield TrackedFrame(frame.index, frame.time, frame.image, people, ids, frame.name)
+
+    @property
+    def frame_count(self) -> int | None:
+        """How many frames iterating gives at most (None for a camera)."""
+        total = self.source.frame_count
+        if total is not None and self.max_frames is not None:
+            total = min(total, self.max_frames)
+        return total
+
+    def close(self) -> None:
+        self.source.close()
+
+    def __enter__(self) -> "PoseStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def track(source: "str | int | Sequence[str] | FrameSource", estimator: PoseEstimator, smooth: bool = False,
+          ids: bool = True, max_frames: int | None = None) -> PoseStream:
+    """People frame by frame: `source` is a video file, a camera index, a list of image files or folders, or a
+    FrameSource. Each frame's people get track `ids` that stay with them across frames (unless `ids=False`), and
+    with `smooth` One-Euro filtered keypoints. Reading, the network and decoding of different frames overlap.
+
+        for frame in lwpose.track("street.mp4", estimator, smooth=True):
+            print(frame.index, frame.ids, frame.people.to_dicts())
+    """
+    if not isinstance(source, FrameSource):
+        if isinstance(source, int):
+            source = open_source(video=str(source))
+        elif isinstance(source, (str, os.PathLike)):
+            source = open_source(video=os.fspath(source))
+        else:
+            source = open_source(images=[os.fspath(p) for p in source])
+    return PoseStream(source, estimator, track=ids, smooth=smooth, max_frames=max_frames)
