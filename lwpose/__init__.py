@@ -27,10 +27,9 @@ def _map_checkout_folders() -> None:
         folder = os.path.join(checkout, name)
         if qualified in sys.modules or os.path.isdir(os.path.join(package_dir, name)):
             continue  # an install: the folder is inside the package
-        if importlib.util.find_spec(qualified) is not None:
-            continue  # an editable install maps it already
         if not os.path.isdir(folder):
-            continue
+            continue  # an editable install elsewhere maps it (its finder answers for the name)
+        # The folder beside this package, even where an editable install of another checkout would answer.
         spec = importlib.machinery.ModuleSpec(qualified, None, is_package=True)
         spec.submodule_search_locations = [folder]
         module = importlib.util.module_from_spec(spec)
