@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from lwpose.datasets.targets import warm_up_kernels
+from lwpose.codec import warm_up_encoder
 
 # Below this many file descriptors, tensors travel between processes through named files instead of descriptors.
 MIN_OPEN_FILES_FOR_FD_SHARING = 4096
@@ -121,7 +121,7 @@ def make_train_loader(dataset, batch_sampler: InfiniteBatchSampler, num_workers:
     """Batches (dicts of tensors) from `dataset`, a PoseTrainingDataset or anything with the same
     `sample_layout()` and `sample_for_key(key, out)`, in the order of `batch_sampler`."""
     prepare_worker_sharing()
-    warm_up_kernels()  # compiled once here, inherited by the forked workers
+    warm_up_encoder()  # compiled once here, inherited by the forked workers
     extra = {}
     if num_workers > 0:
         extra = {"worker_init_fn": init_worker, "persistent_workers": True, "prefetch_factor": prefetch_factor}

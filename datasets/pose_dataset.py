@@ -22,8 +22,8 @@ from lwpose.datasets.augmentation import (AugmentationConfig, AugmentParams, app
                                    crop_scale, flip_keypoints, flip_matrix, reduced_to_full,
                                    sample_augment_params, transform_keypoints)
 from lwpose.datasets.prepared_labels import PreparedLabels
-from lwpose.datasets.targets import (DEFAULT_PAF_THICKNESS, DEFAULT_SIGMA, background_loss_map, channel_loss_masks,
-                              make_targets)
+from lwpose.codec import DEFAULT_PAF_THICKNESS, DEFAULT_SIGMA, encode, input_to_cell_matrix
+from lwpose.datasets.targets import background_loss_map, channel_loss_masks
 from lwpose.constants import STRIDE
 from lwpose.evaluation.coco import image_path
 from lwpose.images import ImageReadError
@@ -227,7 +227,7 @@ class PoseTrainingDataset(Dataset):
             out["image"][...] = jittered
 
         keypoints = self.crop_keypoints(index, params, matrix)
-        make_targets(keypoints, self.keypoint_set, (self.map_size, self.map_size), self.targets.stride,
+        encode(keypoints, self.keypoint_set, (self.map_size, self.map_size), self.targets.stride,
                      self.targets.sigma, self.targets.paf_thickness, out=(out["heatmaps"], out["pafs"]))
         out["mask"][...] = self._loss_weight_map(image_index, matrix, params.flip)
         out["heatmap_channel_mask"][...], out["paf_channel_mask"][...] = self._channel_masks[info.source]
@@ -267,8 +267,7 @@ class PoseTrainingDataset(Dataset):
             return np.ones((n, n), np.float32)
         info = self.labels.images[image_index]
         stride = self.targets.stride
-        crop_to_map = np.array([[1 / stride, 0, -(stride / 2 - 0.5) / stride],
-                                [0, 1 / stride, -(stride / 2 - 0.5) / stride]])
+        crop_to_map = input_to_cell_matrix(stride)
         sx, sy = info.width / fraction.shape[1], info.height / fraction.shape[0]
         reduced = np.array([[sx, 0, (sx - 1) / 2], [0, sy, (sy - 1) / 2]])
         to_map = compose(crop_to_map, compose(matrix, reduced))

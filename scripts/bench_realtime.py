@@ -22,6 +22,7 @@ import numpy as np
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from lwpose.codec import input_to_cell  # noqa: E402
 from lwpose.inference.backends import BackendUnavailable, installed_backends, make_backend  # noqa: E402
 from lwpose.inference.estimator import InputTransform, PoseEstimator  # noqa: E402
 from lwpose.inference.grouping import GroupingParams  # noqa: E402
@@ -113,11 +114,9 @@ def person_box(estimator: PoseEstimator, heatmaps, pafs, transform, margin: int 
         raise SystemExit("error: no person found in the crowd model image")
     best = people.keypoints[int(np.argmax(people.scores))]
     points = best[best[:, 2] > 0, :2]
-    # image pixels -> input pixels -> map cells (cell i is centred on input pixel 8 i + 3.5)
-    x_in = (points[:, 0] + 0.5) * transform.ratio - 0.5 + transform.pad[1]
-    y_in = (points[:, 1] + 0.5) * transform.ratio - 0.5 + transform.pad[0]
+    x_in, y_in = transform.image_to_input(points[:, 0], points[:, 1])
     stride = transform.padded_size[0] // heatmaps.shape[1]
-    cx, cy = (x_in - (stride - 1) / 2) / stride, (y_in - (stride - 1) / 2) / stride
+    cx, cy = input_to_cell(x_in, stride), input_to_cell(y_in, stride)
     height, width = heatmaps.shape[1:]
     return (max(0, int(cx.min()) - margin), max(0, int(cy.min()) - margin),
             min(width, int(math.ceil(cx.max())) + margin + 1), min(height, int(math.ceil(cy.max())) + margin + 1))

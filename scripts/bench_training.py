@@ -42,7 +42,7 @@ def _stage_timings(dataset, count: int) -> dict:
     from lwpose.datasets.augmentation import (apply_colour_jitter, compose, crop_matrix, crop_scale, flip_keypoints,
                                        reduced_to_full, sample_augment_params, transform_keypoints)
     from lwpose.datasets.pose_dataset import decode_image
-    from lwpose.datasets.targets import make_targets
+    from lwpose.codec import encode
 
     totals = dict.fromkeys(("jpeg_decode", "warp", "colour_jitter", "targets", "ignore_mask", "whole_sample"), 0.0)
     size = dataset.augmentation.input_size
@@ -65,7 +65,7 @@ def _stage_timings(dataset, count: int) -> dict:
         t3 = time.perf_counter()
         keypoints = flip_keypoints(transform_keypoints(info.keypoints, matrix), size,
                                    dataset.keypoint_set.flip_permutation)
-        make_targets(keypoints, dataset.keypoint_set, (dataset.map_size, dataset.map_size), dataset.targets.stride)
+        encode(keypoints, dataset.keypoint_set, (dataset.map_size, dataset.map_size), dataset.targets.stride)
         t4 = time.perf_counter()
         dataset._loss_weight_map(image_index, matrix, params.flip)
         t5 = time.perf_counter()
@@ -95,13 +95,13 @@ def run_data(args) -> dict:
     from lwpose.datasets.loader import InfiniteBatchSampler, make_train_loader
     from lwpose.datasets.pose_dataset import PoseTrainingDataset
     from lwpose.datasets.augmentation import AugmentationConfig
-    from lwpose.datasets.targets import warm_up_kernels
+    from lwpose.codec import warm_up_encoder
 
     cv2.setNumThreads(0)
     cores = os.cpu_count() or 1
     workers = args.workers or cores
     start = time.perf_counter()
-    warm_up_kernels()
+    warm_up_encoder()
     compile_seconds = time.perf_counter() - start
     labels = prepared_coco_mini(args.keypoints, args.labels, args.images_folder)
     augmentation = AugmentationConfig(input_size=args.input_size)

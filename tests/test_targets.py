@@ -12,7 +12,8 @@ from lwpose.datasets.augmentation import AugmentationConfig, AugmentParams
 from lwpose.datasets.coco_reader import read_coco_keypoints
 from lwpose.datasets.pose_dataset import PoseTrainingDataset
 from lwpose.datasets.prepared_labels import build_prepared_labels
-from lwpose.datasets.targets import channel_loss_masks, make_targets
+from lwpose.codec import encode
+from lwpose.datasets.targets import channel_loss_masks
 from lwpose.keypoints import load_keypoint_set
 from lwpose.modules.loss import loss_masks, masked_l2, pose_loss
 from training_data import SHIPPED_SAMPLES, sample_paths
@@ -36,7 +37,7 @@ def person(points: dict, keypoint_set=LWOP18):
 
 def test_heatmaps_are_cut_gaussians_at_cell_centres_and_background_is_one_minus_max():
     people = np.stack([person({"nose": (100.3, 60.7), "neck": (107.0, 90.0)}), person({"nose": (110.0, 64.0)})])
-    heatmaps, _ = make_targets(people, LWOP18, (32, 40), stride=8)
+    heatmaps, _ = encode(people, LWOP18, (32, 40), stride=8)
     nose = np.maximum(oracle_heatmap(100.3, 60.7, 40)[:32], oracle_heatmap(110.0, 64.0, 40)[:32])
     np.testing.assert_allclose(heatmaps[LWOP18.index["nose"]], nose, atol=1e-6)
     np.testing.assert_allclose(heatmaps[LWOP18.index["neck"]], oracle_heatmap(107.0, 90.0, 40)[:32], atol=1e-6)
@@ -49,7 +50,7 @@ def test_heatmaps_are_cut_gaussians_at_cell_centres_and_background_is_one_minus_
 
 def test_pafs_are_unit_vectors_on_cells_within_one_cell_of_the_limb():
     a, b = (43.5, 43.5), (203.5, 123.5)  # cell centres (5, 5) and (25, 15)
-    heatmaps, pafs = make_targets(person({"neck": a, "right_hip": b})[None], LWOP18, (32, 32), stride=8)
+    heatmaps, pafs = encode(person({"neck": a, "right_hip": b})[None], LWOP18, (32, 32), stride=8)
     limb = LWOP18.limbs.index(("neck", "right_hip"))
     cx, cy = LWOP18.limb_paf_channels[limb]
     direction = np.array([20.0, 10.0]) / math.hypot(20, 10)

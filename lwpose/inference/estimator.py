@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE, STRIDE
+from lwpose import codec
 from lwpose.inference.grouping import GroupingParams, People, decode_people
 from lwpose.keypoints import KeypointSet
 
@@ -54,6 +55,10 @@ class InputTransform:
     def input_to_image(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Network-input pixel coordinates (pixel centres at integers) to original-image coordinates."""
         return (x - self.pad[1] + 0.5) / self.ratio - 0.5, (y - self.pad[0] + 0.5) / self.ratio - 0.5
+
+    def image_to_input(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Original-image coordinates to network-input pixel coordinates (the inverse of `input_to_image`)."""
+        return (x + 0.5) * self.ratio - 0.5 + self.pad[1], (y + 0.5) * self.ratio - 0.5 + self.pad[0]
 
 
 def prepare_input(image: np.ndarray, height_size: int, scale: float = 1.0, stride: int = STRIDE,
@@ -271,14 +276,14 @@ class PoseEstimator:
     def decode_maps(self, heatmaps: np.ndarray, pafs: np.ndarray, transform: InputTransform) -> People:
         """People from one image's stride-8 maps (C, h, w) made from an input with `transform`, in image pixels."""
         heatmaps = heatmaps[:self.keypoint_set.num_keypoints]  # the background channel is never decoded
-        heatmap_scale = self.upsample
+        heatmap_scale, map_upsample = self.upsample, 1
         if self.upsample > 1:
             heatmaps = _resize_channels(heatmaps, factor=self.upsample)
             if self.upsample_pafs:
                 pafs = _resize_channels(pafs, factor=self.upsample)
-                heatmap_scale = 1
-        people = decode_people(heatmaps, pafs, self.keypoint_set, self.grouping, heatmap_scale)
-        return self._map_people_to_image(people, transform, self.upsample if self.upsample_pafs else 1)
+                heatmap_scale, map_upsample = 1, self.upsample
+        people = codec.decode(heatmaps, pafs, self.keypoint_set, self.grouping, heatmap_scale, map_upsample)
+        return self._to_image_coordinates(people, transform)
 
     def warm_up(self) -> float:
         """Compile (or load from numba's cache) every decoding kernel on tiny maps; returns the seconds it took,
@@ -295,13 +300,11 @@ class PoseEstimator:
         return time.perf_counter() - start
 
     @staticmethod
-    def _map_people_to_image(people: People, transform: InputTransform, map_upsample: int = 1) -> People:
-        # Map cell i (upsampled by u) is centred on input pixel (i + 0.5) * stride / u - 0.5.
-        cell = STRIDE / map_upsample
-        offset = 0.5 * cell - 0.5
+    def _to_image_coordinates(people: People, transform: InputTransform) -> People:
+        """People in input pixels -> the same people in the pixels of the image the input was made from."""
         keypoints = people.keypoints.copy()
         present = keypoints[..., 2] > 0
-        x_img, y_img = transform.input_to_image(keypoints[..., 0] * cell + offset, keypoints[..., 1] * cell + offset)
+        x_img, y_img = transform.input_to_image(keypoints[..., 0], keypoints[..., 1])
         keypoints[..., 0] = np.where(present, x_img, -1)
         keypoints[..., 1] = np.where(present, y_img, -1)
         return people.with_keypoints(keypoints)
@@ -313,11 +316,10 @@ class PoseEstimator:
         th, tw = target.padded_size[0] // STRIDE, target.padded_size[1] // STRIDE
         # target map cell centre -> target input pixel -> image pixel -> source input pixel -> source map cell
         ty, tx = np.mgrid[0:th, 0:tw].astype(np.float32)
-        img_x, img_y = target.input_to_image(tx * STRIDE + (STRIDE - 1) / 2, ty * STRIDE + (STRIDE - 1) / 2)
-        src_x = (img_x + 0.5) * source.ratio - 0.5 + source.pad[1]
-        src_y = (img_y + 0.5) * source.ratio - 0.5 + source.pad[0]
-        map_x = ((src_x - (STRIDE - 1) / 2) / STRIDE).astype(np.float32)
-        map_y = ((src_y - (STRIDE - 1) / 2) / STRIDE).astype(np.float32)
+        img_x, img_y = target.input_to_image(codec.cell_to_input(tx), codec.cell_to_input(ty))
+        src_x, src_y = source.image_to_input(img_x, img_y)
+        map_x = codec.input_to_cell(src_x).astype(np.float32)
+        map_y = codec.input_to_cell(src_y).astype(np.float32)
         for sample in maps:
             hwc = np.ascontiguousarray(sample.transpose(1, 2, 0))
             out.append(_by_channel_chunks(hwc, lambda part: cv2.remap(part, map_x, map_y, cv2.INTER_LINEAR,
