@@ -115,7 +115,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, _raise_interrupt)
     setup_start = time.perf_counter()
     from lwpose.errors import LwposeError
-    from lwpose.inference.video import VideoError, VideoWriter, JsonLinesWriter, open_source, track
+    from lwpose.inference.video import JsonLinesWriter, VideoError, VideoWriter, open_source, track
 
     try:
         source = open_source(args.video, args.images)

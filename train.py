@@ -18,19 +18,19 @@ import torch
 
 from lwpose.datasets.augmentation import AugmentationConfig
 from lwpose.datasets.loader import InfiniteBatchSampler, make_train_loader
-from lwpose.datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHARE, PoseTrainingDataset, TargetConfig
 from lwpose.datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
 from lwpose.datasets.mix_sampler import mixed_sampler_for
+from lwpose.datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHARE, PoseTrainingDataset, TargetConfig
 from lwpose.datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
-from lwpose.interop.checkpoint import CheckpointError
 from lwpose.evaluation.coco import GroundTruthError
 from lwpose.images import ImageReadError
+from lwpose.interop.checkpoint import CheckpointError
 from lwpose.keypoints import KeypointSetError
-from lwpose.training.trainer import (AMP_DTYPES, NonFiniteLossError, RunSettings, Trainer, TrainingInterrupted, Validator,
-                            latest_checkpoint)
+from lwpose.modules.pose_network import VARIANTS
 from lwpose.training.setup import (OptimizerSettings, drop_fractions, init_processes, optimizer_settings_from_config,
                                    seed_everything, set_deterministic, starting_network)
-from lwpose.modules.pose_network import VARIANTS
+from lwpose.training.trainer import (AMP_DTYPES, NonFiniteLossError, RunSettings, Trainer, TrainingInterrupted,
+                                     Validator, latest_checkpoint)
 
 DEFAULT_OPTIMIZER = OptimizerSettings()
 DEFAULT_AUGMENTATION = AugmentationConfig()

@@ -17,7 +17,6 @@ from lwpose.errors import LwposeError
 from lwpose.evaluation.coco import COCO_COORDINATE_OFFSET, GroundTruthError, image_path
 from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set
 
-
 # OpenCV refuses to decode larger images (CV_IO_MAX_IMAGE_PIXELS), and an ignore mask of a larger declared size
 # would take gigabytes.
 MAX_IMAGE_PIXELS = 2 ** 30

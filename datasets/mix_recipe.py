@@ -35,15 +35,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from lwpose.errors import LwposeError
 from lwpose.datasets.coco_reader import (AnnotationError, CocoKeypointFile, as_coco_ground_truth, find_missing_images,
-                                  read_annotation_json, read_coco_keypoints)
+                                         read_annotation_json, read_coco_keypoints)
 from lwpose.datasets.conversion import KeypointConversion
 from lwpose.datasets.mpii_reader import read_mpii_keypoints
 from lwpose.datasets.prepared_labels import (PreparedLabels, SelectionSettings, build_prepared_labels,
-                                      combine_prepared_labels)
-from lwpose.keypoints.union import build_union_set
+                                             combine_prepared_labels)
+from lwpose.errors import LwposeError
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set
+from lwpose.keypoints.union import build_union_set
 
 FORMATS = ("coco", "mpii")
 MODES = ("merge", "combine")
@@ -245,7 +245,8 @@ def _keypoint_map(value, source: MixSource, target: KeypointSet, fail) -> tuple:
         for part in parts:
             if source.keypoint_set.find(part) is None:
                 raise fail(f"{entry}[{i}]", f"unknown keypoint '{part}' of the source's set "
-                                            f"'{source.keypoint_set.name}' ({', '.join(source.keypoint_set.keypoints)})")
+                                            f"'{source.keypoint_set.name}' "
+                                            f"({', '.join(source.keypoint_set.keypoints)})")
         if target.find(pair[1]) is None:
             raise fail(f"{entry}[{i}]", f"unknown keypoint '{pair[1]}' of the target set '{target.name}' "
                                         f"({', '.join(target.keypoints)})")

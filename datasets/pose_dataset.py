@@ -18,13 +18,13 @@ import numpy as np
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
-from lwpose.datasets.augmentation import (AugmentationConfig, AugmentParams, apply_colour_jitter, compose, crop_matrix,
-                                   crop_scale, flip_keypoints, flip_matrix, reduced_to_full,
-                                   sample_augment_params, transform_keypoints)
-from lwpose.datasets.prepared_labels import PreparedLabels
 from lwpose.codec import DEFAULT_PAF_THICKNESS, DEFAULT_SIGMA, encode, input_to_cell_matrix
-from lwpose.datasets.targets import background_loss_map, channel_loss_masks
 from lwpose.constants import STRIDE
+from lwpose.datasets.augmentation import (AugmentationConfig, AugmentParams, apply_colour_jitter, compose, crop_matrix,
+                                          crop_scale, flip_keypoints, flip_matrix, reduced_to_full,
+                                          sample_augment_params, transform_keypoints)
+from lwpose.datasets.prepared_labels import PreparedLabels
+from lwpose.datasets.targets import background_loss_map, channel_loss_masks
 from lwpose.evaluation.coco import image_path
 from lwpose.images import ImageReadError
 

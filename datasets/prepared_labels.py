@@ -30,9 +30,9 @@ from typing import Sequence
 
 import numpy as np
 
-from lwpose.errors import LwposeError
 from lwpose.datasets.coco_reader import AnnotationError, CocoKeypointFile, CocoPerson
 from lwpose.datasets.conversion import KeypointConversion
+from lwpose.errors import LwposeError
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set
 
 FORMAT = "lwpose-prepared-labels"
@@ -225,7 +225,8 @@ def _ignore_rle(person: CocoPerson, height: int, width: int, where: str) -> dict
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
-def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet, settings: SelectionSettings = SelectionSettings(),
+def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
+                          settings: SelectionSettings = SelectionSettings(),
                           images_folder: str | None = None, missing_images: set | frozenset = frozenset(),
                           source_name: str | None = None,
                           keypoint_map: Sequence[tuple[Sequence[str], str]] = ()) -> PreparedLabels:

@@ -23,10 +23,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from lwpose.codec import input_to_cell  # noqa: E402
+from lwpose.images import read_image  # noqa: E402
 from lwpose.inference.backends import BackendUnavailable, installed_backends, make_backend  # noqa: E402
 from lwpose.inference.estimator import InputTransform, PoseEstimator  # noqa: E402
 from lwpose.inference.grouping import GroupingParams  # noqa: E402
-from lwpose.images import read_image  # noqa: E402
 from lwpose.interop.checkpoint import load_checkpoint  # noqa: E402
 
 SHARED = os.path.join(os.path.dirname(ROOT), "shared")
@@ -78,7 +78,8 @@ def read_frames(video: str, count: int) -> list[np.ndarray]:
 
 def numba_cold_compile_seconds() -> float:
     """Compile every decoding kernel from scratch (empty numba cache, fresh process): what a first run costs."""
-    code = ("import time; from lwpose.inference.estimator import PoseEstimator; from lwpose.keypoints import load_keypoint_set;"
+    code = ("import time; from lwpose.inference.estimator import PoseEstimator; "
+            "from lwpose.keypoints import load_keypoint_set;"
             "ks = load_keypoint_set('lwop18'); start = time.perf_counter();"
             "PoseEstimator(None, ks, decode_at='map').warm_up(); print(time.perf_counter() - start)")
     with tempfile.TemporaryDirectory() as cache:

@@ -39,10 +39,18 @@ def prepared_coco_mini(keypoints: str, labels: str, images: str):
 
 def _stage_timings(dataset, count: int) -> dict:
     """Milliseconds per sample of each step, in this process (one core), for the breakdown."""
-    from lwpose.datasets.augmentation import (apply_colour_jitter, compose, crop_matrix, crop_scale, flip_keypoints,
-                                       reduced_to_full, sample_augment_params, transform_keypoints)
-    from lwpose.datasets.pose_dataset import decode_image
     from lwpose.codec import encode
+    from lwpose.datasets.augmentation import (
+        apply_colour_jitter,
+        compose,
+        crop_matrix,
+        crop_scale,
+        flip_keypoints,
+        reduced_to_full,
+        sample_augment_params,
+        transform_keypoints,
+    )
+    from lwpose.datasets.pose_dataset import decode_image
 
     totals = dict.fromkeys(("jpeg_decode", "warp", "colour_jitter", "targets", "ignore_mask", "whole_sample"), 0.0)
     size = dataset.augmentation.input_size
@@ -92,10 +100,10 @@ def _cpu_seconds(worker_pids: list[int]) -> float:
 
 
 def run_data(args) -> dict:
+    from lwpose.codec import warm_up_encoder
+    from lwpose.datasets.augmentation import AugmentationConfig
     from lwpose.datasets.loader import InfiniteBatchSampler, make_train_loader
     from lwpose.datasets.pose_dataset import PoseTrainingDataset
-    from lwpose.datasets.augmentation import AugmentationConfig
-    from lwpose.codec import warm_up_encoder
 
     cv2.setNumThreads(0)
     cores = os.cpu_count() or 1
@@ -146,8 +154,8 @@ def run_train(args) -> dict:
     from lwpose.datasets.augmentation import AugmentationConfig
     from lwpose.datasets.loader import InfiniteBatchSampler, make_train_loader
     from lwpose.datasets.pose_dataset import PoseTrainingDataset
-    from lwpose.training.trainer import RunSettings, Trainer
     from lwpose.training.setup import OptimizerSettings, init_processes, starting_network
+    from lwpose.training.trainer import RunSettings, Trainer
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     processes = init_processes(device)

@@ -29,13 +29,13 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lwpose.datasets.augmentation import AugmentationConfig, flip_matrix, compose, sample_augment_params  # noqa: E402
+from lwpose.datasets.augmentation import AugmentationConfig, compose, flip_matrix, sample_augment_params  # noqa: E402
 from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
 from lwpose.datasets.pose_dataset import PoseTrainingDataset, TargetConfig, ignore_fraction_map  # noqa: E402
 from lwpose.datasets.prepared_labels import PreparedLabelsError, load_prepared_labels  # noqa: E402
+from lwpose.images import ImageReadError  # noqa: E402
 from lwpose.inference.drawing import PoseDrawer  # noqa: E402
 from lwpose.inference.grouping import People  # noqa: E402
-from lwpose.images import ImageReadError  # noqa: E402
 from lwpose.keypoints import KeypointSetError  # noqa: E402
 
 CAPTION_HEIGHT = 16

@@ -11,8 +11,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lwpose.interop.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 from lwpose.interop.importers import import_openvino_ir, import_reference_checkpoint  # noqa: E402
-from lwpose.keypoints import KeypointSetError  # noqa: E402
 from lwpose.interop.openvino_ir import IRError  # noqa: E402
+from lwpose.keypoints import KeypointSetError  # noqa: E402
 
 
 def main(argv=None) -> int:

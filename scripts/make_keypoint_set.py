@@ -18,8 +18,8 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lwpose.keypoints.union import union_set_data  # noqa: E402
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set  # noqa: E402
+from lwpose.keypoints.union import union_set_data  # noqa: E402
 
 
 def parse_args(argv=None):

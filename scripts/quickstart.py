@@ -37,11 +37,11 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from lwpose.constants import STRIDE  # noqa: E402
 from lwpose.datasets.augmentation import AugmentationConfig  # noqa: E402
+from lwpose.errors import LwposeError  # noqa: E402
 from lwpose.interop.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from lwpose.training.trainer import latest_checkpoint  # noqa: E402
-from lwpose.constants import STRIDE  # noqa: E402
-from lwpose.errors import LwposeError  # noqa: E402
 
 EXPERIMENT = "quickstart"
 # Training runs for a time, not a number of iterations: the other steps take 2-3 minutes, so the whole job ends

@@ -36,10 +36,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+from synthetic_figures import (  # noqa: E402
+    Figure,
+    draw_shapes,
+    figure_shapes,
+    known_point_names,
+    project,
+    random_build,
+    random_palette,
+    random_pose,
+    unit_extent,
+    walk_pose,
+)
+
 from lwpose.errors import LwposeError  # noqa: E402
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set  # noqa: E402
-from synthetic_figures import (Figure, figure_shapes, draw_shapes, known_point_names, project,  # noqa: E402
-                               random_build, random_palette, random_pose, unit_extent, walk_pose)
 
 LABELS_NAME = "person_keypoints.json"
 # COCO keypoint coordinates put pixel edges at integers; the drawing puts pixel centres there.

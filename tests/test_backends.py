@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from conftest import HPE_XML, MMPOSE_SAMPLES, REPO_ROOT, require_shared
+from lwpose.images import read_image
 from lwpose.inference.backends import BackendUnavailable, MissingKeypointSet, make_backend
+from lwpose.inference.estimator import prepare_input
 from lwpose.inference.torch_backend import TorchBackend
 from lwpose.interop.checkpoint import load_model
-from lwpose.inference.estimator import prepare_input
-from lwpose.images import read_image
 from lwpose.interop.onnx_export import CACHE_ENV, cached_onnx_path, onnx_for_checkpoint
 from lwpose.keypoints import load_keypoint_set
 

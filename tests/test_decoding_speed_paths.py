@@ -6,17 +6,17 @@ import os
 import cv2
 import numpy as np
 import pytest
-
-from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, HPE_XML, MMPOSE_SAMPLES, require_shared
-from lwpose.inference.torch_backend import TorchBackend
-from lwpose.interop.checkpoint import load_model
-from lwpose.inference.estimator import PoseEstimator
-from lwpose.inference.grouping import (REFINE_NONE, REFINE_PARABOLA, GroupingParams, _cubic_lattice, _limb_connections, _sample,
-                             decode_people, find_peaks)
-from lwpose.images import read_image
-from lwpose.keypoints import load_keypoint_set
 from synthetic_maps import render_maps, standing_person
 from test_val_coco import run_val
+
+from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, HPE_XML, MMPOSE_SAMPLES, require_shared
+from lwpose.images import read_image
+from lwpose.inference.estimator import PoseEstimator
+from lwpose.inference.grouping import (REFINE_NONE, REFINE_PARABOLA, GroupingParams, _cubic_lattice, _limb_connections,
+                                       _sample, decode_people, find_peaks)
+from lwpose.inference.torch_backend import TorchBackend
+from lwpose.interop.checkpoint import load_model
+from lwpose.keypoints import load_keypoint_set
 
 SAMPLES_COCO = os.path.join(MMPOSE_SAMPLES, "coco")
 

@@ -1,11 +1,11 @@
 """Drawing: limb colours come from the keypoint set's sides, limbs are drawn where the people are, and missing
 keypoints draw nothing."""
 import numpy as np
+from synthetic_maps import standing_person
 
 from lwpose.inference.drawing import SIDE_COLOURS, PoseDrawer, id_colour, limb_colours
 from lwpose.inference.grouping import People
 from lwpose.keypoints import load_keypoint_set
-from synthetic_maps import standing_person
 
 
 def colour_of(keypoint_set, a, b):

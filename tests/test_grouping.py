@@ -2,10 +2,10 @@
 degenerate maps give empty results."""
 import numpy as np
 import pytest
+from synthetic_maps import render_maps, standing_person
 
 from lwpose.inference.grouping import GroupingParams, decode_people
 from lwpose.keypoints import load_keypoint_set
-from synthetic_maps import render_maps, standing_person
 
 
 def match_people(decoded, truth):

@@ -6,12 +6,12 @@ import os
 
 import numpy as np
 import pytest
+from training_data import run_tool
 
 from conftest import REPO_ROOT
 from lwpose.datasets.conversion import KeypointConversion
-from lwpose.keypoints.union import build_union_set
 from lwpose.keypoints import KeypointSetError, load_keypoint_set
-from training_data import run_tool
+from lwpose.keypoints.union import build_union_set
 
 RECIPES = os.path.join(REPO_ROOT, "datasets", "recipes")
 PEOPLE_UNION_ARGS = ["--sets", "lwop18", "aic", "mpii", "--same", "aic:head_top", "mpii:head_top",

@@ -12,12 +12,12 @@ import time
 
 import pytest
 import torch
+from reliability_data import write_tiny_training_set
+from training_data import run_tool
 
 from conftest import REPO_ROOT
 from lwpose.interop.checkpoint import load_checkpoint
 from lwpose.training.trainer import latest_checkpoint
-from reliability_data import write_tiny_training_set
-from training_data import run_tool
 
 TINY_RUN = ["--input-size", "64", "--batch-size", "2", "--log-after", "1", "--checkpoint-after", "1",
             "--keep-checkpoints", "2", "--num-workers", "0", "--no-progress", "--device", "cpu",

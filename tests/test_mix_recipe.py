@@ -7,6 +7,8 @@ import os
 import cv2
 import numpy as np
 import pytest
+from mixing import RECIPES, aic_source, coco_mini_source, mpii_source, people_recipe, sample_source, write_recipe
+from training_data import run_tool
 
 from conftest import COCO_MINI_LABELS, MMPOSE_SAMPLES, require_shared
 from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels
@@ -15,9 +17,6 @@ from lwpose.datasets.mpii_reader import image_size, read_mpii_keypoints
 from lwpose.datasets.prepared_labels import load_prepared_labels
 from lwpose.datasets.targets import channel_loss_masks
 from lwpose.keypoints import load_keypoint_set
-from mixing import (RECIPES, aic_source, coco_mini_source, mpii_source, people_recipe, sample_source,
-                    write_recipe)
-from training_data import run_tool
 
 MPII_FILE = os.path.join(MMPOSE_SAMPLES, "mpii", "test_mpii.json")
 

@@ -9,19 +9,19 @@ import sys
 import numpy as np
 import pytest
 import torch
+from mixing import (ANIMAL_UNION, PEOPLE_UNION, aic_source, coco_mini_source, mpii_source, people_recipe, sample_source,
+                    write_recipe)
+from training_data import run_tool
 
 from conftest import COCO_MINI_LABELS, MMPOSE_SAMPLES, REPO_ROOT, require_shared
 from lwpose.datasets.augmentation import AugmentationConfig
 from lwpose.datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
 from lwpose.datasets.pose_dataset import PoseTrainingDataset
 from lwpose.interop.checkpoint import load_checkpoint, load_model
-from lwpose.training.growing import grow_network
 from lwpose.keypoints import KeypointSet, load_keypoint_set
-from mixing import (ANIMAL_UNION, PEOPLE_UNION, aic_source, coco_mini_source, mpii_source, people_recipe,
-                    sample_source, write_recipe)
 from lwpose.modules.loss import loss_masks, pose_loss
 from lwpose.modules.pose_network import Architecture, build_network
-from training_data import run_tool
+from lwpose.training.growing import grow_network
 
 
 def samples_recipe(**ratios) -> dict:

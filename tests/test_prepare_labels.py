@@ -6,12 +6,12 @@ import shutil
 
 import numpy as np
 import pytest
+from training_data import SHIPPED_SAMPLES, prepare, run_tool, sample_paths
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, MMPOSE_SAMPLES, require_shared
 from lwpose.datasets.coco_reader import read_coco_keypoints
 from lwpose.datasets.prepared_labels import SelectionSettings, build_prepared_labels, load_prepared_labels
 from lwpose.keypoints import load_keypoint_set
-from training_data import SHIPPED_SAMPLES, prepare, run_tool, sample_paths
 
 
 def test_coco_mini_train_keeps_the_reference_samples_and_masks_crowds_and_unlabelled_people(tmp_path):

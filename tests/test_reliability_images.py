@@ -8,11 +8,11 @@ import zlib
 import cv2
 import numpy as np
 import pytest
+from reliability_data import write_tiny_training_set
+from training_data import run_tool
 
 from lwpose.datasets.pose_dataset import decode_image
 from lwpose.images import ImageReadError, read_image
-from reliability_data import write_tiny_training_set
-from training_data import run_tool
 
 
 def png_declaring(width: int, height: int) -> bytes:

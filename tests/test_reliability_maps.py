@@ -4,10 +4,10 @@ import multiprocessing
 
 import numpy as np
 import pytest
+from synthetic_maps import render_maps, standing_person
 
 from lwpose.inference.grouping import GroupingParams, decode_people
 from lwpose.keypoints import load_keypoint_set
-from synthetic_maps import render_maps, standing_person
 
 HANG_SECONDS = 180  # generous: a crowd decodes in seconds; this only tells a hang from slowness
 PEAKS_PER_CHANNEL = 500

@@ -13,8 +13,8 @@ import torch
 from conftest import REPO_ROOT
 from lwpose.datasets.coco_reader import AnnotationError, read_coco_keypoints
 from lwpose.datasets.mpii_reader import read_mpii_keypoints
-from lwpose.interop.checkpoint import CheckpointError, load_checkpoint
 from lwpose.evaluation.coco import GroundTruthError, load_keypoint_ground_truth
+from lwpose.interop.checkpoint import CheckpointError, load_checkpoint
 from lwpose.interop.importers import import_reference_checkpoint
 from lwpose.keypoints import load_keypoint_set
 

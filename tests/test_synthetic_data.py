@@ -17,7 +17,7 @@ from lwpose.keypoints import load_keypoint_set
 
 sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
 import synthetic_data as sd  # noqa: E402
-from synthetic_figures import Figure, Palette, Pose, Build, figure_mask, project  # noqa: E402
+from synthetic_figures import Build, Figure, Palette, Pose, figure_mask, project  # noqa: E402
 
 VIDEO_FRAMES = 40
 

@@ -6,17 +6,17 @@ import math
 import numpy as np
 import pytest
 import torch
+from training_data import SHIPPED_SAMPLES, sample_paths
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, MMPOSE_SAMPLES, require_shared
+from lwpose.codec import encode
 from lwpose.datasets.augmentation import AugmentationConfig, AugmentParams
 from lwpose.datasets.coco_reader import read_coco_keypoints
 from lwpose.datasets.pose_dataset import PoseTrainingDataset
 from lwpose.datasets.prepared_labels import build_prepared_labels
-from lwpose.codec import encode
 from lwpose.datasets.targets import channel_loss_masks
 from lwpose.keypoints import load_keypoint_set
 from lwpose.modules.loss import loss_masks, masked_l2, pose_loss
-from training_data import SHIPPED_SAMPLES, sample_paths
 
 LWOP18 = load_keypoint_set("lwop18")
 

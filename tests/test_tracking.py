@@ -1,11 +1,11 @@
 """Tracking: people keep their ids through a crossing, through a short occlusion during it, and through
 detection noise; people who appear get new ids and ids are never reused."""
 import numpy as np
+from synthetic_maps import standing_person
 
 from lwpose.inference.grouping import People
-from lwpose.keypoints import load_keypoint_set
 from lwpose.inference.tracking import PoseTracker
-from synthetic_maps import standing_person
+from lwpose.keypoints import load_keypoint_set
 
 KEYPOINT_SET = load_keypoint_set("lwop18")
 

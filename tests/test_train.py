@@ -12,14 +12,14 @@ from collections import OrderedDict
 
 import pytest
 import torch
+from training_data import prepare, run_tool, single_person_subset
 
 from conftest import COCO_MINI_IMAGES, COCO_MINI_LABELS, REPO_ROOT, require_shared
 from lwpose.interop.checkpoint import atomic_torch_save, load_checkpoint
 from lwpose.keypoints import load_keypoint_set
+from lwpose.modules.pose_network import Architecture, build_network
 from lwpose.training.setup import (OptimizerSettings, learning_rate_factor, optimizer_settings_from_config,
                                    parameter_groups, starting_network)
-from lwpose.modules.pose_network import Architecture, build_network
-from training_data import prepare, run_tool, single_person_subset
 
 SMALL_RUN = ["--input-size", "64", "--batch-size", "2", "--log-after", "1", "--no-progress", "--device", "cpu"]
 

@@ -60,7 +60,8 @@ def test_unreadable_images_are_reported_by_name_and_counted(hpe_checkpoint, tmp_
 @pytest.mark.parametrize("content, message", [
     ("[1, 2, 3]", "expected a COCO object"),
     ("{\"images\": [], \"annotations\": []}", "'categories' is missing"),
-    ("{\"images\": [], \"annotations\": [], \"categories\": [{\"id\": 1, \"name\": \"cat\"}]}", "no category lists 'keypoints'"),
+    ("{\"images\": [], \"annotations\": [], \"categories\": [{\"id\": 1, \"name\": \"cat\"}]}",
+     "no category lists 'keypoints'"),
     ("not json", "is not JSON"),
 ])
 def test_ground_truth_that_is_not_coco_keypoints_fails_clearly(tmp_path, content, message):

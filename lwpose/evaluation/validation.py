@@ -7,14 +7,12 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from tqdm import tqdm
 
-from lwpose.evaluation.coco import (KeypointGroundTruth, evaluate_keypoints, image_path,
-                              people_to_coco_results)
-from lwpose.inference.estimator import PoseEstimator
-from lwpose.images import ImageReadError, read_image
+from lwpose.evaluation.coco import KeypointGroundTruth, evaluate_keypoints, image_path, people_to_coco_results
 from lwpose.evaluation.pck import PckCounts, add_image
+from lwpose.images import ImageReadError, read_image
+from lwpose.inference.estimator import PoseEstimator
 
 
 @dataclass
@@ -36,8 +34,8 @@ class ValidationReport:
 def validate_coco(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, progress: bool = True,
                   max_images: int | None = None, mapping: np.ndarray | None = None,
                   pck: bool = False) -> ValidationReport:
-    """COCO AP (and with `pck`, PCK and PCKh: lwpose/evaluation/pck.py) of the estimator on the ground truth. `mapping`: for
-    each ground-truth keypoint, the model keypoint it is scored with (-1: none; default by name)."""
+    """COCO AP (and with `pck`, PCK and PCKh: lwpose/evaluation/pck.py) of the estimator on the ground truth.
+    `mapping`: for each ground-truth keypoint, the model keypoint it is scored with (-1: none; default by name)."""
     images = gt.images[:max_images] if max_images else gt.images
     if mapping is None:
         mapping = estimator.keypoint_set.indices_in(gt.keypoint_set)

@@ -288,9 +288,9 @@ def model_kind(path: str) -> str:
 
 
 def make_backend(name: str = "auto", model: str | None = None, device: str = "cpu", *,
-                 keypoint_set: "KeypointSet | str | dict | None" = None, half: bool = False, channels_last: bool = False,
-                 compile: bool = False, threads: int | None = None, performance_hint: str = "THROUGHPUT"
-                 ) -> Backend:
+                 keypoint_set: "KeypointSet | str | dict | None" = None, half: bool = False,
+                 channels_last: bool = False, compile: bool = False, threads: int | None = None,
+                 performance_hint: str = "THROUGHPUT") -> Backend:
     """The engine `name` ('auto' = the fastest installed for the device) running `model`: an lwpose checkpoint
     (ONNX Runtime and OpenVINO run its export, made once into the cache), an ONNX export, or an OpenVINO IR. Its
     `keypoint_set` says what the model predicts: the one the model carries, or `keypoint_set` for a model that

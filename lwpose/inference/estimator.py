@@ -19,8 +19,8 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
-from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE, STRIDE
 from lwpose import codec
+from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE, STRIDE
 from lwpose.inference.grouping import GroupingParams, People, decode_people
 from lwpose.keypoints import KeypointSet
 

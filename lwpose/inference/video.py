@@ -22,8 +22,8 @@ import cv2
 import numpy as np
 
 from lwpose.errors import LwposeError
-from lwpose.inference.grouping import People
 from lwpose.images import ImageReadError, read_image
+from lwpose.inference.grouping import People
 
 if TYPE_CHECKING:  # only named in annotations: opening a video should not wait for torch to load
     from lwpose.inference.backends import Backend

@@ -7,8 +7,8 @@ import numpy as np
 import torch
 
 from lwpose.interop.checkpoint import CheckpointError, make_checkpoint, safe_torch_load
-from lwpose.keypoints import KeypointSet, load_keypoint_set
 from lwpose.interop.openvino_ir import IRError, OpenVinoIR
+from lwpose.keypoints import KeypointSet, load_keypoint_set
 from lwpose.modules.pose_network import Architecture, build_network
 
 # Backbone layer names of the IR, in the order of our MobileNet blocks (after conv1).

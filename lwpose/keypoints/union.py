@@ -1,11 +1,11 @@
 """Union keypoint sets: several sets combined into one, with the user's equivalences between their keypoints.
 
 The first set is the base. Its keypoints, limbs (and PAF channel order), root, fill-in limbs, derived keypoints and
-head-size keypoints come first and unchanged, so a model of the base set grows into the union (lwpose/training/growing.py)
-with its old channels in their old places. Keypoints of the other sets follow, in their sets' order, unless the same
-name or an equivalence (`same`) makes them a keypoint already there; `drop` leaves keypoints out. Every other name
-of a merged keypoint becomes an alias of the kept one, so converting a source by name (datasets/conversion.py)
-lands its keypoints where the union put them without any table of its own.
+head-size keypoints come first and unchanged, so a model of the base set grows into the union
+(lwpose/training/growing.py) with its old channels in their old places. Keypoints of the other sets follow, in their
+sets' order, unless the same name or an equivalence (`same`) makes them a keypoint already there; `drop` leaves
+keypoints out. Every other name of a merged keypoint becomes an alias of the kept one, so converting a source by
+name (datasets/conversion.py) lands its keypoints where the union put them without any table of its own.
 
 A union is described by a plain dict (what a mix recipe's `"union"` entry and `make_keypoint_set.py --spec` hold):
 

@@ -16,9 +16,9 @@ import torch
 from torch import nn
 
 from lwpose.interop.checkpoint import CheckpointError, load_checkpoint, safe_torch_load
-from lwpose.training.growing import grow_network
 from lwpose.keypoints import KeypointSet, load_keypoint_set
 from lwpose.modules.pose_network import Architecture, PoseNetwork, build_network
+from lwpose.training.growing import grow_network
 
 # The reference's optimiser settings (REFERENCE.md): Adam, lr 4e-5, weight decay 5e-4, refinement stages x4,
 # biases x2, lr x0.333 at epochs 100, 200 and 260.
@@ -37,7 +37,8 @@ class OptimizerSettings:
     # fraction is iterations done over --max-iterations, or training time over --max-minutes, whichever is larger.
     lr_drop_progress: tuple = ()
     lr_drop_factor: float = 0.333
-    # Channels a grown network gained (lwpose/training/growing.py) step this many times further than the rest of their tensor.
+    # Channels a grown network gained (lwpose/training/growing.py) step this many times further than the rest of
+    # their tensor.
     new_channel_lr_multiplier: float = 1.0
 
     def to_dict(self) -> dict:

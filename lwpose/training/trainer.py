@@ -22,14 +22,14 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE
 from lwpose.errors import LwposeError
 from lwpose.interop.checkpoint import make_checkpoint, save_checkpoint
-from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE
 from lwpose.keypoints import KeypointSet
-from lwpose.training.setup import (OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
-                                   restore_rng_states, set_learning_rates)
 from lwpose.modules.loss import loss_masks, pose_loss
 from lwpose.modules.pose_network import Architecture, PoseNetwork
+from lwpose.training.setup import (OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
+                                   restore_rng_states, set_learning_rates)
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_iter_(\d+)\.pth$")
@@ -103,9 +103,9 @@ class Validator:
         self._ground_truth = load_keypoint_ground_truth(labels)
 
     def __call__(self, network: PoseNetwork, keypoint_set: KeypointSet, device: torch.device) -> dict:
-        from lwpose.inference.torch_backend import TorchBackend
-        from lwpose.inference.estimator import PoseEstimator
         from lwpose.evaluation.validation import validate_coco
+        from lwpose.inference.estimator import PoseEstimator
+        from lwpose.inference.torch_backend import TorchBackend
 
         estimator = PoseEstimator(TorchBackend(network, device), keypoint_set, height_size=self.height_size,
                                   decode_at=self.decode_at)
