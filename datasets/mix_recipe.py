@@ -42,7 +42,7 @@ from lwpose.datasets.mpii_reader import read_mpii_keypoints
 from lwpose.datasets.prepared_labels import (PreparedLabels, SelectionSettings, build_prepared_labels,
                                              combine_prepared_labels)
 from lwpose.errors import LwposeError
-from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set
+from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set, names_a_file
 from lwpose.keypoints.union import build_union_set
 
 FORMATS = ("coco", "mpii")
@@ -131,7 +131,7 @@ def load_mix_recipe(path: str) -> MixRecipe:
         if not isinstance(value, str) or not value:
             raise fail(entry, f"{value!r}: expected a keypoint set (a shipped name or a JSON file)")
         try:
-            if isinstance(value, str) and (value.lower().endswith(".json") or "/" in value):
+            if names_a_file(value):
                 value = resolve(value, entry, "file")
             return load_keypoint_set(value)
         except KeypointSetError as e:
@@ -155,7 +155,7 @@ def load_mix_recipe(path: str) -> MixRecipe:
         union = dict(target_data["union"]) if isinstance(target_data["union"], dict) else target_data["union"]
         if isinstance(union, dict) and isinstance(union.get("sets"), list):
             union["sets"] = [resolve(s, f"target.union.sets[{i}]", "file")
-                             if isinstance(s, str) and (s.lower().endswith(".json") or "/" in s) else s
+                             if isinstance(s, str) and names_a_file(s) else s
                              for i, s in enumerate(union["sets"])]
         try:
             target = build_union_set(union, where=f"recipe {path}: target.union")

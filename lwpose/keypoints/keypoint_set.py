@@ -439,6 +439,12 @@ class KeypointSet:
         return f"KeypointSet({self.name!r}, {self.num_keypoints} keypoints, {self.num_limbs} limbs)"
 
 
+def names_a_file(spec: str) -> bool:
+    """Whether a keypoint-set spec is a path to a JSON file rather than a shipped set's name: it ends in .json or
+    holds a path separator (either, on any system)."""
+    return spec.lower().endswith(".json") or "/" in spec or os.sep in spec
+
+
 def load_keypoint_set(spec: "str | os.PathLike | Mapping | KeypointSet") -> KeypointSet:
     """A shipped set by name ('coco'), a JSON file path, a dict (as stored in a checkpoint), or a set."""
     if isinstance(spec, KeypointSet):
@@ -446,7 +452,7 @@ def load_keypoint_set(spec: "str | os.PathLike | Mapping | KeypointSet") -> Keyp
     if isinstance(spec, Mapping):
         return KeypointSet.from_dict(spec, source=f"<embedded '{spec.get('name', '?')}'>")
     spec = os.fspath(spec)
-    if os.path.splitext(spec)[1].lower() != ".json" and os.sep not in spec:
+    if not names_a_file(spec):
         shipped = os.path.join(SHIPPED_SETS_DIR, spec + ".json")
         if not os.path.exists(shipped):
             raise KeypointSetError(f"unknown keypoint set '{spec}': not a shipped set "
