@@ -10,7 +10,9 @@ import sys
 from lwpose.datasets.mix_recipe import evaluation_ground_truth, load_mix_recipe, output_keypoint_indices
 from lwpose.errors import LwposeError
 from lwpose.evaluation.coco import METRIC_NAMES, format_metric, keypoint_ground_truth, load_keypoint_ground_truth
+from lwpose.evaluation.per_keypoint import format_per_keypoint
 from lwpose.evaluation.validation import dataset_row, format_dataset_table, validate_coco, weighted_mean, write_json
+from lwpose.evaluation.visualize import write_visualisations
 from lwpose.inference.backends import MissingKeypointSet
 from lwpose.inference.estimator import PoseEstimator
 
@@ -47,10 +49,21 @@ def parse_args(argv=None):
                         help="score this OpenVINO IR instead (e.g. an INT8 one from scripts/quantize.py); one made "
                              "outside lwpose takes its keypoint set from --checkpoint-path")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--per-keypoint", action="store_true",
+                        help="print PCK per keypoint, and per body part where the names say it (head, shoulder, ...)")
+    parser.add_argument("--vis-dir", default=None, metavar="DIR",
+                        help="write pictures of predictions beside the ground truth here (with --mix, a folder per "
+                             "dataset), and worst_images.jpg, a contact sheet of the worst images by OKS")
+    parser.add_argument("--vis-every", type=int, default=1, metavar="N",
+                        help="with --vis-dir: a picture of every N-th image (default 1: all; 0: only the sheet)")
+    parser.add_argument("--vis-worst", type=int, default=16, metavar="K",
+                        help="with --vis-dir: the contact sheet shows the K worst images (default 16; 0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.checkpoint_path is None and args.openvino_ir is None:
         parser.error("give the model: --checkpoint-path or --openvino-ir")
+    if args.vis_every < 0 or args.vis_worst < 0:
+        parser.error("--vis-every and --vis-worst cannot be negative")
     return args
 
 
@@ -78,8 +91,9 @@ def main(argv=None) -> int:
     if missing:
         print(f"note: the model does not predict {missing}; they count as missed")
     report = validate_coco(estimator, gt, args.images_folder, progress=not args.no_progress,
-                           max_images=args.max_images)
+                           max_images=args.max_images, pck=args.per_keypoint)
     write_json(report.detections, args.output_name)
+    look_closer(args, gt, report, args.images_folder, args.vis_dir, gt.keypoint_set.name)
     print(report.metrics["summary"] if "summary" in report.metrics else "no detections")
     if report.unreadable:
         print(f"{len(report.unreadable)} of {report.num_images} images could not be read and count as missed: "
@@ -89,6 +103,19 @@ def main(argv=None) -> int:
     if args.metrics_out:
         write_json(report.to_json() | {"labels": args.labels, **run_description(args)}, args.metrics_out)
     return 0
+
+
+def look_closer(args, gt, report, images_folder: str, vis_dir: str | None, title: str) -> None:
+    """What --per-keypoint and --vis-dir ask for, of one dataset's validation."""
+    if args.per_keypoint:
+        print(format_per_keypoint(report.metrics["per_keypoint"], f"per keypoint: {title}"))
+    if vis_dir:
+        images = gt.images[:args.max_images] if args.max_images else gt.images
+        pictures = write_visualisations(gt, report.detections, images_folder, vis_dir, args.vis_every,
+                                        args.vis_worst, progress=not args.no_progress,
+                                        image_ids=[image["id"] for image in images])
+        print(f"pictures: {len(pictures.pictures)} in {vis_dir}"
+              + (f"; the {len(pictures.worst)} worst images by OKS in {pictures.sheet}" if pictures.sheet else ""))
 
 
 def make_estimator(args) -> PoseEstimator:
@@ -141,6 +168,8 @@ def validate_mix(args) -> int:
                                max_images=args.max_images, mapping=mapping, pck=True)
         rows.append(dataset_row(source.name, gt, report))
         detections[source.name] = report.detections
+        look_closer(args, gt, report, images_folder, args.vis_dir and os.path.join(args.vis_dir, source.name),
+                    source.name)
     mean = weighted_mean(rows, tuple(args.pck_keypoints))
     print(format_dataset_table(rows, mean, tuple(args.pck_keypoints)))
     write_json(detections, args.output_name)
