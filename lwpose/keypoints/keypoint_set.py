@@ -88,6 +88,10 @@ class KeypointSet:
     head_size_keypoints: tuple[str, ...] | None = None
     description: str = ""
     source: str = "<memory>"
+    # A multi-class set (lwpose/keypoints/classes.py): each class as a set of its own, and the description it came
+    # from; empty for a single-class set.
+    class_sets: tuple["KeypointSet", ...] = ()
+    class_data: Mapping = field(default_factory=dict)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -97,6 +101,10 @@ class KeypointSet:
 
         if not isinstance(data, Mapping):
             raise fail(f"expected a JSON object, got {type(data).__name__}")
+        if "classes" in data:
+            from lwpose.keypoints.classes import multi_class_set
+
+            return multi_class_set(cls, data, source)
         for key in ("keypoints", "limbs", "root", "sigmas"):
             if key not in data:
                 raise fail(f"missing required entry '{key}'")
@@ -144,6 +152,8 @@ class KeypointSet:
 
     def to_dict(self) -> dict:
         """The JSON form (what a checkpoint stores), loadable again with `from_dict`."""
+        if self.class_sets:
+            return {"name": self.name, "description": self.description, **self.class_data}
         data = {
             "name": self.name,
             "description": self.description,
@@ -271,6 +281,18 @@ class KeypointSet:
         return np.array([n in reached for n in self.keypoints])
 
     # ------------------------------------------------------------ derived tables
+    @cached_property
+    def classes(self) -> tuple:
+        """The kinds of subject (KeypointClass): each with its own set, channels and limbs; a single-class set is
+        one class of itself."""
+        from lwpose.keypoints.classes import build_classes, single_class
+
+        return build_classes(self) if self.class_sets else (single_class(self),)
+
+    @property
+    def num_classes(self) -> int:
+        return max(1, len(self.class_sets))
+
     @property
     def num_keypoints(self) -> int:
         return len(self.keypoints)
