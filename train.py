@@ -231,6 +231,8 @@ def stop_on_failures(processes: ProcessGroup, error: BaseException | None) -> bo
     elif processes.local_rank == 0:
         for rank, host, text in failures:
             print(f"error: rank {rank} (on {host}) failed at start-up: {text}", file=sys.stderr)
+    if processes.distributed:
+        torch.distributed.destroy_process_group()  # every rank is here: all leave the group together
     return True
 
 
