@@ -175,6 +175,7 @@ def check_training_speed(device: str, shared: str, size: dict, work: str, timeou
     check = Check("training speed")
     result = benchmark(check, ["train", "--device", device, "--batch-size", str(size["speed_batch"]),
                                "--iterations", str(size["speed_iterations"]), "--warmup", "3",
+                               "--input-size", str(size["speed_input"]),
                                "--workers", str(size["workers"]), "--labels", coco_labels(shared),
                                "--images-folder", coco_images(shared)],
                        os.path.join(work, "bench_train.json"), timeout)
@@ -249,8 +250,10 @@ def check_torchrun(labels: str, device: str, processes: int, shared: str, size: 
     check = Check(f"torchrun x{processes} + resume on fewer devices")
     experiments = os.path.join(work, "runs")
     iterations = size["iterations"]
+    # coco_mini_train holds 68 training samples for lwop18: one global batch must fit in them
+    batch = max(1, min(size["batch"], COCO_MINI_SAMPLES // processes))
     common = ["--prepared-train-labels", labels, "--experiments-folder", experiments, "--experiment-name", "ddp",
-              "--device", device, "--batch-size", str(size["batch"]), "--input-size", str(size["input"]),
+              "--device", device, "--batch-size", str(batch), "--input-size", str(size["input"]),
               "--num-workers", str(size["workers"]), "--log-after", "1", "--checkpoint-after", str(iterations),
               "--val-labels", coco_labels(shared), "--val-images-folder", coco_images(shared),
               "--val-max-images", str(size["val_images"]), "--val-height-size", str(size["val_height"]),
@@ -296,12 +299,13 @@ def weights(args, check: Check, work: str) -> str | None:
 
 
 # ------------------------------------------------------------------------------------------------------- main
+COCO_MINI_SAMPLES = 64  # a little under the 68 samples coco_mini_train gives lwop18
 GPU_SIZE = {"iterations": 40, "batch": 16, "input": 368, "workers": min(8, os.cpu_count() or 1), "network": [],
-            "speed_batch": 32, "speed_iterations": 20, "val_images": 16, "val_height": 368}
+            "speed_batch": 32, "speed_iterations": 20, "speed_input": 368, "val_images": 16, "val_height": 368}
 # On the CPU the same checks run at a size that only shows their machinery works.
-CPU_SIZE = {"iterations": 6, "batch": 2, "input": 64, "workers": 0,
+CPU_SIZE = {"iterations": 8, "batch": 2, "input": 64, "workers": 0,
             "network": ["--backbone-width", "0.25", "--num-channels", "32", "--num-refinement-stages", "0"],
-            "speed_batch": 2, "speed_iterations": 2, "val_images": 4, "val_height": 128}
+            "speed_batch": 2, "speed_iterations": 2, "speed_input": 128, "val_images": 4, "val_height": 128}
 
 
 def main(argv=None) -> int:
