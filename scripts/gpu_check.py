@@ -264,7 +264,8 @@ def check_torchrun(labels: str, device: str, processes: int, shared: str, size: 
                  timeout, env)
     shares = f"over {processes} processes" if processes > 1 else "images"
     ddp_ok = result.returncode == 0 and "val AP" in result.stdout and shares in result.stdout
-    check.details["validation"] = [line for line in result.stdout.splitlines() if "val AP" in line]
+    check.details["validation"] = [line for line in result.stdout.splitlines()
+                                   if line.startswith("iteration ") and ": val AP" in line]
     resumed_ok = False
     checkpoint = os.path.join(experiments, "ddp", "checkpoints", f"checkpoint_iter_{iterations}.pth")
     if ddp_ok and os.path.exists(checkpoint):
