@@ -13,6 +13,12 @@ import argparse
 import json
 import os
 import sys
+import traceback
+
+try:
+    import lwpose  # noqa: F401  (first: it checks the installed torch before anything needs a newer one)
+except ImportError as e:
+    sys.exit(f"error: {e}")
 
 import torch
 
@@ -24,13 +30,14 @@ from lwpose.datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHAR
 from lwpose.datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
 from lwpose.evaluation.coco import GroundTruthError
 from lwpose.images import ImageReadError
-from lwpose.interop.checkpoint import CheckpointError
+from lwpose.interop.checkpoint import CheckpointError, load_checkpoint
 from lwpose.keypoints import KeypointSetError
 from lwpose.modules.pose_network import VARIANTS
-from lwpose.training.setup import (OptimizerSettings, drop_fractions, init_processes, optimizer_settings_from_config,
+from lwpose.training.setup import (DEFAULT_DIST_TIMEOUT_MINUTES, OptimizerSettings, ProcessGroup, ProcessSetupError,
+                                   check_amp, drop_fractions, init_processes, optimizer_settings_from_config,
                                    seed_everything, set_deterministic, starting_network)
-from lwpose.training.trainer import (AMP_DTYPES, NonFiniteLossError, RunSettings, Trainer, TrainingInterrupted,
-                                     Validator, latest_checkpoint)
+from lwpose.training.trainer import (AMP_DTYPES, CheckpointSaveError, NonFiniteLossError, RunSettings, Trainer,
+                                     TrainingInterrupted, Validator, latest_checkpoint)
 
 DEFAULT_OPTIMIZER = OptimizerSettings()
 DEFAULT_AUGMENTATION = AugmentationConfig()
@@ -111,7 +118,9 @@ def parse_args(argv=None):
     optim.add_argument("--max-iterations", type=int, default=None, help="stop after this many iterations in all")
     optim.add_argument("--max-minutes", type=float, default=None,
                        help="stop after this much training time (summed over resumes), even short of the iterations")
-    optim.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None, help="mixed precision")
+    optim.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
+                       help="mixed precision: bf16 (GPUs of compute capability 8.0 on, and CPUs) or fp16 (with loss "
+                            "scaling; any GPU)")
     optim.add_argument("--channels-last", action="store_true",
                        help="keep activations in (N, H, W, C) memory order: faster CPU training of small networks")
     optim.add_argument("--skip-nonfinite-loss", action="store_true",
@@ -124,6 +133,11 @@ def parse_args(argv=None):
     run.add_argument("--log-after", type=int, default=100, help="log every N iterations")
     run.add_argument("--checkpoint-after", type=int, default=5000, help="checkpoint every N iterations")
     run.add_argument("--keep-checkpoints", type=int, default=3, help="how many recent checkpoints to keep")
+    run.add_argument("--keep-going-on-save-error", action="store_true",
+                     help="a checkpoint that cannot be written (a full disk) only warns; without it the run stops")
+    run.add_argument("--dist-timeout-minutes", type=float, default=DEFAULT_DIST_TIMEOUT_MINUTES,
+                     help="under torchrun: how long a process waits for the others at any collective step before "
+                          f"the run stops (default {DEFAULT_DIST_TIMEOUT_MINUTES:g})")
     run.add_argument("--val-after", type=int, default=5000, help="validate every N iterations")
     run.add_argument("--val-labels", default=None, help="COCO keypoint ground truth to validate on")
     run.add_argument("--val-images-folder", default=None)
@@ -192,26 +206,60 @@ def training_labels(args, recipe, say) -> PreparedLabels:
     return prepare_mixed_labels(recipe, report=say)
 
 
+SETUP_ERRORS = (PreparedLabelsError, CheckpointError, GroundTruthError, KeypointSetError, ValueError, OSError)
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for a set-up failure: ours say what is wrong; anything else also names its kind."""
+    if isinstance(error, SETUP_ERRORS):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def stop_on_failures(processes: ProcessGroup, error: BaseException | None) -> bool:
+    """Under torchrun, every rank learns whether any rank's set-up failed, so that all of them exit together with
+    its message instead of waiting for the failed one until the distributed timeout. Returns True when the run must
+    stop; each failed rank prints its own message, one process per machine the others'."""
+    message = None if error is None else describe_failure(error)
+    failures = processes.agree_on_failures(message)
+    if not failures:
+        return False
+    if message is not None:
+        if not isinstance(error, SETUP_ERRORS):
+            traceback.print_exception(error)
+        print(f"error: {message}", file=sys.stderr)
+    elif processes.local_rank == 0:
+        for rank, host, text in failures:
+            print(f"error: rank {rank} (on {host}) failed at start-up: {text}", file=sys.stderr)
+    if processes.distributed:
+        torch.distributed.destroy_process_group()  # every rank is here: all leave the group together
+    return True
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     set_deterministic(args.deterministic)
-    processes = init_processes(args.device)
+    try:
+        processes = init_processes(args.device, args.dist_timeout_minutes)
+    except ProcessSetupError as e:
+        print(f"error: --device {args.device}: {e}", file=sys.stderr)
+        return 2
     say = print if processes.is_main else (lambda *a, **k: None)
     experiment_dir = os.path.join(args.experiments_folder, args.experiment_name)
+    # Set-up runs in two local parts, each closed by all ranks agreeing that nobody failed; between them rank 0
+    # sends the checkpoint to continue from, so that ranks on other machines need no copy of it.
+    error = None
+    checkpoint_path, weights_only, checkpoint = args.checkpoint_path, args.weights_only, None
     try:
         recipe = load_mix_recipe(args.mix) if args.mix else None
         labels = training_labels(args, recipe, say)
-        checkpoint_path, weights_only = args.checkpoint_path, args.weights_only
-        if args.resume:
-            checkpoint_path, weights_only = latest_checkpoint(experiment_dir), False
-            if checkpoint_path is None:
-                raise CheckpointError(f"--resume: no checkpoint in {experiment_dir}/checkpoints")
-        seed_everything(args.seed)
-        start = starting_network(labels.keypoint_set, args.variant, args.num_refinement_stages, checkpoint_path,
-                                 weights_only, args.from_mobilenet, args.num_channels, args.backbone_width)
         settings = optimizer_settings(args)
         if args.max_minutes is not None and args.max_minutes <= 0:
             raise ValueError(f"--max-minutes {args.max_minutes:g}: give a positive time")
+        try:
+            check_amp(args.amp, processes.device)
+        except ValueError as e:
+            raise ValueError(f"--amp {args.amp}: {e}") from None
         validator = None
         if args.val_labels:
             if not args.val_images_folder:
@@ -222,6 +270,25 @@ def main(argv=None) -> int:
             augmentation_config(args), TargetConfig(args.sigma, args.paf_thickness), seed=args.seed,
             image_cache=args.image_cache, cache_budget_mb=args.image_cache_mb,
             progress=processes.is_main and not args.no_progress, max_bad_image_share=args.max_bad_image_share)
+        if processes.is_main:
+            if args.resume:
+                checkpoint_path, weights_only = latest_checkpoint(experiment_dir), False
+                if checkpoint_path is None:
+                    raise CheckpointError(f"--resume: no checkpoint in {experiment_dir}/checkpoints")
+            if checkpoint_path:
+                checkpoint = load_checkpoint(checkpoint_path)
+    except Exception as e:  # any failure: the other ranks must hear of it
+        error = e
+    if stop_on_failures(processes, error):
+        return 2
+    if checkpoint_path or args.resume:
+        checkpoint_path, checkpoint = processes.broadcast_from_main((checkpoint_path, checkpoint))
+    try:
+        seed_everything(args.seed + processes.rank)  # each rank its own random stream (DDP copies rank 0's weights)
+        start = starting_network(labels.keypoint_set, args.variant, args.num_refinement_stages, checkpoint_path,
+                                 weights_only, args.from_mobilenet, args.num_channels, args.backbone_width,
+                                 checkpoint=checkpoint)
+        del checkpoint
         iteration = start.training_state["iteration"] if start.training_state else 0
         if recipe is None:
             sampler = InfiniteBatchSampler(len(dataset), args.batch_size, args.seed,
@@ -231,8 +298,9 @@ def main(argv=None) -> int:
             sampler = mixed_sampler_for(labels, recipe.source_ratios, [s.sample_ratio_factor for s in recipe.sources],
                                         args.batch_size, args.seed, iteration * args.batches_per_iter,
                                         processes.rank, processes.world_size)
-    except (PreparedLabelsError, CheckpointError, GroundTruthError, KeypointSetError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:
+        error = e
+    if stop_on_failures(processes, error):
         return 2
     total = args.max_iterations or args.epochs * sampler.batches_per_epoch // args.batches_per_iter
     run_settings = RunSettings(
@@ -244,12 +312,13 @@ def main(argv=None) -> int:
               "world_size": processes.world_size, "augmentation": repr(dataset.augmentation),
               **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})},
         skip_nonfinite_loss=args.skip_nonfinite_loss, channels_last=args.channels_last,
-        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+        keep_going_on_save_error=args.keep_going_on_save_error)
     loader = make_train_loader(dataset, sampler, args.num_workers, pin_memory=processes.device.type == "cuda")
     try:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
                           settings, validator, start.training_state, start.new_channels)
-    except ValueError as e:
+    except ValueError as e:  # the same on every rank: each stops with it
         print(f"error: {e}", file=sys.stderr)
         return 2
     say(f"network: {start.architecture.variant}, {start.architecture.num_refinement_stages} refinement stage(s), "
@@ -271,6 +340,11 @@ def main(argv=None) -> int:
     except ImageReadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except CheckpointSaveError as e:
+        all_ranks_finish = True  # a failed save is agreed on by all ranks before any acts on it
+        if processes.is_main:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -284,7 +358,11 @@ def main(argv=None) -> int:
     say(f"done: iteration {result['iteration']} after {result['train_seconds'] / 60:.1f} minutes of training, "
         f"loss {result['loss']:.4f}"
         + (f", {result['skipped_steps']} steps skipped (NaN or inf loss)" if result["skipped_steps"] else "")
-        + (f", best val AP {result['best_ap']:.4f}" if result["best_ap"] is not None else ""))
+        + (f", {result['failed_saves']} checkpoint(s) could not be written (last complete one: "
+           f"{latest_checkpoint(experiment_dir)})" if result["failed_saves"] else "")
+        + (f", best val AP {result['best_ap']:.4f}" if result["best_ap"] is not None else "")
+        + (f"; amp {args.amp}: the network computed in {str(result['computed_dtype']).removeprefix('torch.')}"
+           if args.amp and result["computed_dtype"] is not None else ""))
     return 0
 
 

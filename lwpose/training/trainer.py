@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import glob
 import math
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -28,10 +30,11 @@ from lwpose.interop.checkpoint import make_checkpoint, save_checkpoint
 from lwpose.keypoints import KeypointSet
 from lwpose.modules.loss import loss_masks, pose_loss
 from lwpose.modules.pose_network import Architecture, PoseNetwork
-from lwpose.training.setup import (OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
-                                   restore_rng_states, set_learning_rates)
+from lwpose.training.setup import (AMP_DTYPES, OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
+                                   restore_rng_states, rng_states_of_rank, set_learning_rates)
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["AMP_DTYPES", "RunSettings", "Trainer", "Validator", "latest_checkpoint", "TrainingInterrupted",
+           "NonFiniteLossError", "CheckpointSaveError"]
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_iter_(\d+)\.pth$")
 
 
@@ -56,6 +59,8 @@ class RunSettings:
     # even short of total_iterations.
     max_seconds: float | None = None
     data: dict = field(default_factory=dict)  # what fixes the data order (seed, batch size, ...): kept for resume
+    # A checkpoint that cannot be written (a full disk) stops the run, or with this, only warns and training goes on
+    keep_going_on_save_error: bool = False
 
     @property
     def checkpoint_dir(self) -> str:
@@ -76,6 +81,37 @@ class TrainingInterrupted(LwposeError):
 
 class NonFiniteLossError(LwposeError, FloatingPointError):
     """A step's loss was NaN or inf; the step was not applied."""
+
+
+class CheckpointSaveError(LwposeError, OSError):
+    """A checkpoint could not be written (no space left, a file size limit, ...); the previous ones are intact."""
+
+
+def _errno_of(error: BaseException) -> int | None:
+    """The operating system's error number behind `error`: torch's serializer reports a failed write as a
+    RuntimeError whose context holds the OSError."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno is not None:
+            return error.errno
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _megabytes(size: float) -> str:
+    return f"{size / 2 ** 20:.1f} MB"
+
+
+def tensor_bytes(value) -> int:
+    """Bytes of every tensor inside a (nested) checkpoint dict: about what the file takes."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
 
 
 def latest_checkpoint(experiment_dir: str) -> str | None:
@@ -102,16 +138,30 @@ class Validator:
         self.decode_at = decode_at
         self._ground_truth = load_keypoint_ground_truth(labels)
 
-    def __call__(self, network: PoseNetwork, keypoint_set: KeypointSet, device: torch.device) -> dict:
-        from lwpose.evaluation.validation import validate_coco
+    def __call__(self, network: PoseNetwork, keypoint_set: KeypointSet, device: torch.device,
+                 processes: ProcessGroup | None = None) -> dict | None:
+        """The metrics (and 'images_per_process'); under torchrun every rank decodes its share of the images and
+        rank 0 scores them all, the others get None."""
+        from lwpose.evaluation.validation import validate_coco_sharded
         from lwpose.inference.estimator import PoseEstimator
         from lwpose.inference.torch_backend import TorchBackend
 
+        rank, world_size = (processes.rank, processes.world_size) if processes else (0, 1)
         estimator = PoseEstimator(TorchBackend(network, device), keypoint_set, height_size=self.height_size,
                                   decode_at=self.decode_at)
-        report = validate_coco(estimator, self._ground_truth, self.images_folder, progress=False,
-                               max_images=self.max_images)
-        return {k: v for k, v in report.metrics.items() if k != "summary"}
+        # Every validation image has its own width: cuDNN's autotuning would search kernels for each of them.
+        benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
+        try:
+            report = validate_coco_sharded(estimator, self._ground_truth, self.images_folder, rank, world_size,
+                                           processes.gather_to_main if processes else (lambda value: [value]),
+                                           max_images=self.max_images)
+        finally:
+            torch.backends.cudnn.benchmark = benchmark
+        if report is None:
+            return None
+        metrics = {k: v for k, v in report.metrics.items() if k != "summary"}
+        metrics["images_per_process"] = report.images_per_process
+        return metrics
 
 
 def images_to_network_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -147,6 +197,7 @@ class Trainer:
         if settings.amp is not None and settings.amp not in AMP_DTYPES:
             raise ValueError(f"--amp {settings.amp}: choose one of {', '.join(AMP_DTYPES)}")
         self.amp_dtype = AMP_DTYPES.get(settings.amp) if settings.amp else None
+        self.computed_dtype: torch.dtype | None = None  # the dtype the network's outputs came in, once it ran
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.amp == "fp16")
         self.model = self.network
         if processes.distributed:
@@ -156,6 +207,7 @@ class Trainer:
         self.skipped_steps = 0
         self.train_seconds = 0.0  # time spent in the loop, agreed by all processes (the slowest one's)
         self.best_ap: float | None = None
+        self.failed_saves = 0  # checkpoints that could not be written (only counted with keep_going_on_save_error)
         self._stop_signal: int | None = None
         # Collectives run on tensors the trainer keeps alive. A tensor Python frees while a gloo worker thread still
         # holds it makes that thread need the GIL to let go of it; if the process group is destroyed at that moment
@@ -175,7 +227,9 @@ class Trainer:
         self.best_ap = state.get("best_ap")
         self.new_channels = {k: (int(dim), list(indices)) for k, (dim, indices) in
                              state.get("new_channels", self.new_channels).items()}
-        restore_rng_states(state["rng"])
+        own = rng_states_of_rank(state["rng"], self.processes.rank)
+        if own is not None:  # a rank the writing run did not have keeps its fresh seed
+            restore_rng_states(own, self.device)
         if self.processes.is_main:
             saved, now = state.get("data", {}), self.settings.data
             changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -183,13 +237,18 @@ class Trainer:
                 tqdm.write(f"note: {', '.join(changed)} changed since the checkpoint; the data order will differ "
                            "from an uninterrupted run")
 
-    def training_state(self) -> dict:
+    def training_state(self, rng_per_rank: list | None = None) -> dict:
+        """What a resume needs; `rng_per_rank`: every rank's random states (rank order), this rank's alone if not
+        given."""
+        if rng_per_rank is None:
+            rng_per_rank = [capture_rng_states(self.device)]
         return {"iteration": self.iteration, "epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
                 "scheduler": {"kind": "step", "lr_drop_epochs": list(self.optimizer_settings.lr_drop_epochs),
                               "lr_drop_progress": list(self.optimizer_settings.lr_drop_progress),
                               "lr_drop_factor": self.optimizer_settings.lr_drop_factor,
                               "base_lr": self.optimizer_settings.base_lr},
-                "scaler": self.scaler.state_dict(), "rng": capture_rng_states(), "data": dict(self.settings.data),
+                "scaler": self.scaler.state_dict(), "rng": {"per_rank": rng_per_rank},
+                "data": dict(self.settings.data),
                 "best_ap": self.best_ap, "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds,
                 "optimizer_settings": self.optimizer_settings.to_dict(),
                 "new_channels": {k: [dim, list(indices)] for k, (dim, indices) in self.new_channels.items()},
@@ -222,21 +281,83 @@ class Trainer:
     def epoch(self) -> int:
         return self.iteration * self.settings.batches_per_iter // self.settings.batches_per_epoch
 
-    def _checkpoint(self, training: bool, meta: dict | None = None) -> dict:
+    def _checkpoint(self, training: bool, meta: dict | None = None, rng_per_rank: list | None = None) -> dict:
         return make_checkpoint(self.network.state_dict(), self.keypoint_set, self.architecture,
-                               training=self.training_state() if training else None,
+                               training=self.training_state(rng_per_rank) if training else None,
                                meta={"source": "train.py", "iteration": self.iteration, **(meta or {})})
 
-    def save_checkpoint(self) -> str:
+    def save_checkpoint(self, rng_per_rank: list | None = None) -> str:
+        """Write this iteration's checkpoint (rank 0) and keep the newest `keep_checkpoints`; CheckpointSaveError
+        when it cannot be written (the older ones stay as they were)."""
         directory = self.settings.checkpoint_dir
         path = os.path.join(directory, f"checkpoint_iter_{self.iteration}.pth")
-        save_checkpoint(self._checkpoint(training=True), path)
+        self._write(self._checkpoint(training=True, rng_per_rank=rng_per_rank), path)
         kept = sorted(((int(CHECKPOINT_PATTERN.search(p).group(1)), p)
                        for p in glob.glob(os.path.join(directory, "checkpoint_iter_*.pth"))
                        if CHECKPOINT_PATTERN.search(p)), reverse=True)
         for _, old in kept[max(1, self.settings.keep_checkpoints):]:
             os.unlink(old)
         return path
+
+    def _write(self, checkpoint: dict, path: str) -> None:
+        """save_checkpoint, with a failed write told in one line: the file, why, what a checkpoint needs, and the
+        newest checkpoint still intact."""
+        try:
+            save_checkpoint(checkpoint, path)
+        except (OSError, RuntimeError) as e:
+            raise CheckpointSaveError(self._save_failure(e, path, checkpoint)) from e
+
+    def _save_failure(self, error: BaseException, path: str, checkpoint: dict) -> str:
+        directory = os.path.dirname(path) or "."
+        needed = tensor_bytes(checkpoint)
+        last = latest_checkpoint(self.settings.experiment_dir)
+        if last is not None:
+            needed = max(needed, os.path.getsize(last))
+        try:
+            free = shutil.disk_usage(directory).free
+        except OSError:
+            free = None
+        number = _errno_of(error)
+        if number in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < needed):
+            why = "no space left on the device" + (f" ({_megabytes(free)} free)" if free is not None else "")
+        elif number == errno.EFBIG:
+            why = "larger than this process may write (its file size limit, ulimit -f)"
+        else:
+            why = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        return (f"checkpoint {path} could not be written: {why}; a checkpoint needs about {_megabytes(needed)}. "
+                + (f"The last complete checkpoint, {last}, is intact: make room, then continue from it with --resume"
+                   if last else "No complete checkpoint of this run exists yet")
+                + " (--keep-going-on-save-error trains on with a warning instead)")
+
+    def _save_collectively(self, write) -> str | None:
+        """Run `write()` (a save) on rank 0 and let every rank know how it went: all of them stop on a failure
+        (CheckpointSaveError), or with keep_going_on_save_error all go on and rank 0 warns. Returns the path written
+        (rank 0) or None."""
+        path, message = None, None
+        if self.processes.is_main:
+            try:
+                path = write()
+            except CheckpointSaveError as e:
+                message = str(e)
+        if self.processes.distributed:
+            failed = self._all_reduce(torch.tensor([float(message is not None)], device=self.device),
+                                      torch.distributed.ReduceOp.MAX)
+            if failed.item() and message is None:
+                message = "rank 0 could not write a checkpoint (its message says why)"
+        if message is None:
+            return path
+        if not self.settings.keep_going_on_save_error:
+            raise CheckpointSaveError(message)
+        self.failed_saves += 1
+        if self.processes.is_main:
+            tqdm.write(f"warning: {message}; training goes on (--keep-going-on-save-error)")
+        return None
+
+    def _save_training_checkpoint(self) -> str | None:
+        """Every rank's random states gathered, then the checkpoint written by rank 0 (a collective: all ranks call
+        it at the same iteration)."""
+        rng_per_rank = self.processes.gather_to_main(capture_rng_states(self.device))
+        return self._save_collectively(lambda: self.save_checkpoint(rng_per_rank))
 
     # ------------------------------------------------------------- logs
     def _open_logs(self):
@@ -298,6 +419,7 @@ class Trainer:
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     outputs = self.model(images)
+                self.computed_dtype = outputs[-1].dtype
                 loss, parts = pose_loss(outputs, heatmaps, pafs, heatmap_mask, paf_mask)
                 self.scaler.scale(loss / self.settings.batches_per_iter).backward()
             parts = torch.stack([p.detach() for p in parts]) / self.settings.batches_per_iter
@@ -366,22 +488,35 @@ class Trainer:
         torch.distributed.destroy_process_group()
 
     def validate(self) -> dict | None:
-        metrics = None
-        if self.processes.is_main and self.validator is not None:
-            metrics = self.validator(self.network, self.keypoint_set, self.device)
-            self._set_train_mode()
+        """Every rank decodes its share of the validation images; rank 0 scores them, logs, and keeps best.pth.
+        Returns the metrics on rank 0 (None elsewhere)."""
+        if self.validator is None:
+            return None
+        if self.processes.distributed:
+            # BatchNorm's running statistics drift apart on each rank's own batches (DDP sends rank 0's only
+            # before each training forward): validate everywhere with rank 0's, the ones its checkpoints hold.
+            for buffer in self.network.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        metrics = self.validator(self.network, self.keypoint_set, self.device, self.processes)
+        self._set_train_mode()
+        improved = False
+        if self.processes.is_main:
             improved = self.best_ap is None or metrics["AP"] > self.best_ap
             if improved:
                 self.best_ap = metrics["AP"]
-                save_checkpoint(self._checkpoint(training=False, meta={"AP": metrics["AP"]}),
-                                os.path.join(self.settings.checkpoint_dir, "best.pth"))
             self._log({"iteration": self.iteration, "epoch": self.epoch,
                        **{k: float(metrics[k]) for k in ("AP", "AP50", "AP75", "AR")},
                        "best_AP": float(self.best_ap)}, self.val_log_path)
+            shares = metrics.get("images_per_process") or []
             tqdm.write(f"iteration {self.iteration}: val AP {metrics['AP']:.4f} (AP50 {metrics['AP50']:.3f}, "
-                       f"AR {metrics['AR']:.3f}){'  new best' if improved else ''}")
-        if self.processes.distributed:
-            torch.distributed.barrier()
+                       f"AR {metrics['AR']:.3f}; {sum(shares)} images"
+                       + (f" over {len(shares)} processes: {' + '.join(map(str, shares))}" if len(shares) > 1 else "")
+                       + f"){'  new best' if improved else ''}")
+        improved = self.processes.broadcast_from_main(improved)
+        if improved:
+            path = os.path.join(self.settings.checkpoint_dir, "best.pth")
+            meta = {"AP": metrics["AP"]} if metrics else {}
+            self._save_collectively(lambda: self._write(self._checkpoint(training=False, meta=meta), path) or path)
         return metrics
 
     def _request_stop(self, signal_number, frame) -> None:
@@ -392,11 +527,20 @@ class Trainer:
             return {}
         return {number: signal.signal(number, self._request_stop) for number in (signal.SIGTERM, signal.SIGINT)}
 
-    def _stop(self) -> None:
-        """Save the last finished iteration (unless just saved) and raise TrainingInterrupted."""
+    def _stop(self, agreed: bool = True) -> None:
+        """Save the last finished iteration (unless just saved) and raise TrainingInterrupted. `agreed`: every rank
+        stops here at this iteration (the signal went through the per-step agreement), so they can gather their
+        random states; otherwise rank 0 saves its own alone."""
         path = os.path.join(self.settings.checkpoint_dir, f"checkpoint_iter_{self.iteration}.pth")
-        if self.processes.is_main and self.iteration > 0 and not os.path.exists(path):
-            path = self.save_checkpoint()
+        saved = self.processes.broadcast_from_main(os.path.exists(path)) if agreed else os.path.exists(path)
+        if self.iteration > 0 and not saved:
+            if agreed:
+                self._save_training_checkpoint()
+            elif self.processes.is_main:
+                try:
+                    self.save_checkpoint()
+                except CheckpointSaveError as e:
+                    tqdm.write(f"warning: {e}")
         raise TrainingInterrupted(self._stop_signal, self.iteration,
                                   path if self.processes.is_main and os.path.exists(path) else None)
 
@@ -451,7 +595,7 @@ class Trainer:
                 except Exception:
                     if self._stop_signal is None:  # e.g. Ctrl-C also reached the data workers: not an error
                         raise
-                    self._stop()
+                    self._stop(agreed=False)
                 self.iteration += 1
                 self._agree_on_signals_and_time(seconds_before + time.perf_counter() - loop_start)
                 out_of_time = self._out_of_time()
@@ -482,13 +626,13 @@ class Trainer:
                         raise FloatingPointError(f"loss is {last_loss} at iteration {self.iteration}")
                 if self._stop_signal is not None:
                     self._stop()
-                if (self.iteration % s.checkpoint_after == 0 or out_of_time) and main:
-                    self.save_checkpoint()
+                if self.iteration % s.checkpoint_after == 0 or out_of_time:
+                    self._save_training_checkpoint()
                     saved_at = self.iteration
                 if self.iteration % s.val_after == 0:
                     self.validate()
-            if main and saved_at != self.iteration:
-                self.save_checkpoint()
+            if saved_at != self.iteration:
+                self._save_training_checkpoint()
             if self.validator is not None and self.iteration % s.val_after != 0:
                 self.validate()
         finally:
@@ -496,7 +640,8 @@ class Trainer:
             if main and self.writer is not None:
                 self.writer.close()
         return {"iteration": self.iteration, "loss": last_loss, "best_ap": self.best_ap,
-                "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds}
+                "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds,
+                "failed_saves": self.failed_saves, "computed_dtype": self.computed_dtype}
 
 
 def _truncate_csv(path: str, iteration: int) -> None:
