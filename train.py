@@ -6,8 +6,8 @@
     python train.py --mix recipe.json ...             # several datasets at once (datasets/mix_recipe.py)
     python train.py ... --resume                      # continue the experiment from its latest checkpoint
 
-Outputs go to runs/EXPERIMENT/: checkpoints/ (checkpoint_iter_N.pth, best.pth by val AP), log.csv, val_log.csv,
-tensorboard/.
+Outputs go to runs/EXPERIMENT/: checkpoints/ (checkpoint_iter_N.pth; with --val-labels or --val-mix
+best_<metric>_iter_N.pth, the best by --save-best, and best.pth linking to it), log.csv, val_log.csv, tensorboard/.
 """
 import argparse
 import json
@@ -28,6 +28,7 @@ from lwpose.datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
 from lwpose.datasets.mix_sampler import mixed_sampler_for
 from lwpose.datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHARE, PoseTrainingDataset, TargetConfig
 from lwpose.datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
+from lwpose.evaluation.best_metric import BestMetric, MetricError
 from lwpose.evaluation.coco import GroundTruthError
 from lwpose.images import ImageReadError
 from lwpose.interop.checkpoint import CheckpointError, load_checkpoint
@@ -37,7 +38,8 @@ from lwpose.training.setup import (DEFAULT_DIST_TIMEOUT_MINUTES, OptimizerSettin
                                    check_amp, drop_fractions, init_processes, optimizer_settings_from_config,
                                    seed_everything, set_deterministic, starting_network)
 from lwpose.training.trainer import (AMP_DTYPES, CheckpointSaveError, NonFiniteLossError, RunSettings, Trainer,
-                                     TrainingInterrupted, Validator, latest_checkpoint)
+                                     TrainingInterrupted, latest_checkpoint)
+from lwpose.training.validators import MixValidator, Validator
 
 DEFAULT_OPTIMIZER = OptimizerSettings()
 DEFAULT_AUGMENTATION = AugmentationConfig()
@@ -140,6 +142,14 @@ def parse_args(argv=None):
                           f"the run stops (default {DEFAULT_DIST_TIMEOUT_MINUTES:g})")
     run.add_argument("--val-after", type=int, default=5000, help="validate every N iterations")
     run.add_argument("--val-labels", default=None, help="COCO keypoint ground truth to validate on")
+    run.add_argument("--val-mix", default=None, metavar="RECIPE",
+                     help="validate on every dataset of this mix recipe instead, each on its own keypoints (as "
+                          "val.py --mix): metrics per dataset (dataset/AP, dataset/PCK@0.1, dataset/PCKh@0.5, ...) "
+                          "and their weighted mean (mean/AP, ...)")
+    run.add_argument("--save-best", default=None, metavar="METRIC",
+                     help="the metric that picks the best checkpoint (best_<metric>_iter_<N>.pth, best.pth links "
+                          "to it): a name the validation reports (AP; with --val-mix mpii/PCKh@0.5, mean/AP, ...) "
+                          "or a weighted sum, e.g. '0.5*coco/AP+0.5*mpii/PCKh@0.5' (default AP, or mean/AP)")
     run.add_argument("--val-images-folder", default=None)
     run.add_argument("--val-height-size", type=int, default=368)
     run.add_argument("--val-max-images", type=int, default=None)
@@ -236,6 +246,31 @@ def stop_on_failures(processes: ProcessGroup, error: BaseException | None) -> bo
     return True
 
 
+def make_validator(args, keypoint_set):
+    """The validation --val-labels or --val-mix asks for, and the metric --save-best names (checked now, before any
+    training, against the names the validation reports)."""
+    if args.val_labels and args.val_mix:
+        raise ValueError("give --val-labels or --val-mix, not both")
+    validator = None
+    if args.val_labels:
+        if not args.val_images_folder:
+            raise ValueError("--val-labels needs --val-images-folder")
+        validator = Validator(args.val_labels, args.val_images_folder, args.val_height_size, args.val_max_images)
+    elif args.val_mix:
+        validator = MixValidator(args.val_mix, keypoint_set, args.val_height_size, args.val_max_images)
+    if validator is None:
+        if args.save_best:
+            raise ValueError("--save-best needs a validation: give --val-labels or --val-mix")
+        return None, None
+    text = args.save_best or validator.default_metric
+    if args.val_mix and text in ("AP", "PCK@0.05", "PCK@0.1", "PCKh@0.5"):
+        text = f"mean/{text}"  # over a mix, a plain name means the weighted mean
+    try:
+        return validator, BestMetric.parse(text, validator.metric_names)
+    except MetricError as e:
+        raise ValueError(f"--save-best: {e}") from None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     set_deterministic(args.deterministic)
@@ -260,11 +295,7 @@ def main(argv=None) -> int:
             check_amp(args.amp, processes.device)
         except ValueError as e:
             raise ValueError(f"--amp {args.amp}: {e}") from None
-        validator = None
-        if args.val_labels:
-            if not args.val_images_folder:
-                raise ValueError("--val-labels needs --val-images-folder")
-            validator = Validator(args.val_labels, args.val_images_folder, args.val_height_size, args.val_max_images)
+        validator, best_metric = make_validator(args, labels.keypoint_set)
         dataset = PoseTrainingDataset(
             labels, [args.train_images_folder] * len(labels.sources) if args.train_images_folder else None,
             augmentation_config(args), TargetConfig(args.sigma, args.paf_thickness), seed=args.seed,
@@ -317,7 +348,7 @@ def main(argv=None) -> int:
     loader = make_train_loader(dataset, sampler, args.num_workers, pin_memory=processes.device.type == "cuda")
     try:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
-                          settings, validator, start.training_state, start.new_channels)
+                          settings, validator, start.training_state, start.new_channels, best_metric)
     except ValueError as e:  # the same on every rank: each stops with it
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -360,7 +391,7 @@ def main(argv=None) -> int:
         + (f", {result['skipped_steps']} steps skipped (NaN or inf loss)" if result["skipped_steps"] else "")
         + (f", {result['failed_saves']} checkpoint(s) could not be written (last complete one: "
            f"{latest_checkpoint(experiment_dir)})" if result["failed_saves"] else "")
-        + (f", best val AP {result['best_ap']:.4f}" if result["best_ap"] is not None else "")
+        + (f", best {result['best_metric']} {result['best_value']:.4f}" if result["best_value"] is not None else "")
         + (f"; amp {args.amp}: the network computed in {str(result['computed_dtype']).removeprefix('torch.')}"
            if args.amp and result["computed_dtype"] is not None else ""))
     return 0

@@ -7,11 +7,13 @@ import argparse
 import os
 import sys
 
-from lwpose.datasets.mix_recipe import evaluation_ground_truth, load_mix_recipe, output_keypoint_indices
+from lwpose.datasets.mix_evaluation import evaluation_sets
+from lwpose.datasets.mix_evaluation import validate_mix as validate_mix_sets
+from lwpose.datasets.mix_recipe import load_mix_recipe
 from lwpose.errors import LwposeError
-from lwpose.evaluation.coco import METRIC_NAMES, format_metric, keypoint_ground_truth, load_keypoint_ground_truth
+from lwpose.evaluation.coco import METRIC_NAMES, format_metric, load_keypoint_ground_truth
 from lwpose.evaluation.per_keypoint import format_per_keypoint
-from lwpose.evaluation.validation import dataset_row, format_dataset_table, validate_coco, weighted_mean, write_json
+from lwpose.evaluation.validation import format_dataset_table, validate_coco, write_json
 from lwpose.evaluation.visualize import write_visualisations
 from lwpose.inference.backends import MissingKeypointSet
 from lwpose.inference.estimator import PoseEstimator
@@ -149,33 +151,26 @@ def validate_mix(args) -> int:
     try:
         estimator = make_estimator(args)
         keypoint_set = estimator.keypoint_set
-        recipe = load_mix_recipe(args.mix)
-        datasets = []
-        for source in recipe.sources:
-            data, images_folder = evaluation_ground_truth(source, recipe)
-            gt = keypoint_ground_truth(data, source.val_labels or source.labels, source.keypoint_set)
-            datasets.append((source, gt, images_folder, output_keypoint_indices(source, keypoint_set, recipe)))
+        sets = evaluation_sets(load_mix_recipe(args.mix), keypoint_set)
     except (LwposeError, ValueError) as e:
         print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
-    rows, detections = [], {}
-    for source, gt, images_folder, mapping in datasets:
-        unscored = [n for n, i in zip(source.keypoint_set.keypoints, mapping) if i < 0]
-        if unscored:
-            print(f"note: {source.name}: the model has no keypoint for {unscored}; they count as missed in AP and "
-                  "are left out of PCK")
-        report = validate_coco(estimator, gt, images_folder, progress=not args.no_progress,
-                               max_images=args.max_images, mapping=mapping, pck=True)
-        rows.append(dataset_row(source.name, gt, report))
-        detections[source.name] = report.detections
-        look_closer(args, gt, report, images_folder, args.vis_dir and os.path.join(args.vis_dir, source.name),
-                    source.name)
-    mean = weighted_mean(rows, tuple(args.pck_keypoints))
-    print(format_dataset_table(rows, mean, tuple(args.pck_keypoints)))
-    write_json(detections, args.output_name)
+    for evaluation in sets:
+        if evaluation.unscored:
+            print(f"note: {evaluation.name}: the model has no keypoint for {evaluation.unscored}; they count as missed "
+                  "in AP and are left out of PCK")
+    result = validate_mix_sets(estimator, sets, progress=not args.no_progress, max_images=args.max_images,
+                               keypoints=tuple(args.pck_keypoints))
+    for evaluation, report in zip(sets, result.reports):
+        look_closer(args, evaluation.gt, report, evaluation.images_folder,
+                    args.vis_dir and os.path.join(args.vis_dir, evaluation.name), evaluation.name)
+    print(format_dataset_table(result.rows, result.mean, tuple(args.pck_keypoints)))
+    write_json({evaluation.name: report.detections for evaluation, report in zip(sets, result.reports)},
+               args.output_name)
     if args.metrics_out:
-        write_json({"datasets": {row["dataset"]: row for row in rows}, "weighted_mean": mean, "recipe": args.mix,
-                    "keypoint_set": keypoint_set.name, **run_description(args)}, args.metrics_out)
+        write_json({"datasets": {row["dataset"]: row for row in result.rows}, "weighted_mean": result.mean,
+                    "recipe": args.mix, "keypoint_set": keypoint_set.name, **run_description(args)},
+                   args.metrics_out)
     return 0
 
 

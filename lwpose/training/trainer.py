@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE
 from lwpose.errors import LwposeError
+from lwpose.evaluation.best_metric import BestMetric
 from lwpose.interop.checkpoint import make_checkpoint, save_checkpoint
 from lwpose.keypoints import KeypointSet
 from lwpose.modules.loss import loss_masks, pose_loss
@@ -33,7 +34,7 @@ from lwpose.modules.pose_network import Architecture, PoseNetwork
 from lwpose.training.setup import (AMP_DTYPES, OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
                                    restore_rng_states, rng_states_of_rank, set_learning_rates)
 
-__all__ = ["AMP_DTYPES", "RunSettings", "Trainer", "Validator", "latest_checkpoint", "TrainingInterrupted",
+__all__ = ["AMP_DTYPES", "RunSettings", "Trainer", "latest_checkpoint", "TrainingInterrupted",
            "NonFiniteLossError", "CheckpointSaveError"]
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_iter_(\d+)\.pth$")
 
@@ -124,46 +125,6 @@ def latest_checkpoint(experiment_dir: str) -> str | None:
     return max(found)[1] if found else None
 
 
-class Validator:
-    """COCO AP of the network on a ground truth file, through the same estimator and pycocotools path as val.py."""
-
-    def __init__(self, labels: str, images_folder: str, height_size: int = 368, max_images: int | None = None,
-                 decode_at: str = "image"):
-        from lwpose.evaluation.coco import load_keypoint_ground_truth
-
-        self.labels = labels
-        self.images_folder = images_folder
-        self.height_size = height_size
-        self.max_images = max_images
-        self.decode_at = decode_at
-        self._ground_truth = load_keypoint_ground_truth(labels)
-
-    def __call__(self, network: PoseNetwork, keypoint_set: KeypointSet, device: torch.device,
-                 processes: ProcessGroup | None = None) -> dict | None:
-        """The metrics (and 'images_per_process'); under torchrun every rank decodes its share of the images and
-        rank 0 scores them all, the others get None."""
-        from lwpose.evaluation.validation import validate_coco_sharded
-        from lwpose.inference.estimator import PoseEstimator
-        from lwpose.inference.torch_backend import TorchBackend
-
-        rank, world_size = (processes.rank, processes.world_size) if processes else (0, 1)
-        estimator = PoseEstimator(TorchBackend(network, device), keypoint_set, height_size=self.height_size,
-                                  decode_at=self.decode_at)
-        # Every validation image has its own width: cuDNN's autotuning would search kernels for each of them.
-        benchmark, torch.backends.cudnn.benchmark = torch.backends.cudnn.benchmark, False
-        try:
-            report = validate_coco_sharded(estimator, self._ground_truth, self.images_folder, rank, world_size,
-                                           processes.gather_to_main if processes else (lambda value: [value]),
-                                           max_images=self.max_images)
-        finally:
-            torch.backends.cudnn.benchmark = benchmark
-        if report is None:
-            return None
-        metrics = {k: v for k, v in report.metrics.items() if k != "summary"}
-        metrics["images_per_process"] = report.images_per_process
-        return metrics
-
-
 def images_to_network_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """uint8 (N, H, W, 3) BGR batch -> float (N, 3, H, W) normalised as the network expects; with `channels_last`
     its memory stays in the loader's (N, H, W, 3) order."""
@@ -175,8 +136,8 @@ def images_to_network_input(images: torch.Tensor, device: torch.device, channels
 class Trainer:
     def __init__(self, settings: RunSettings, network: PoseNetwork, architecture: Architecture,
                  keypoint_set: KeypointSet, batches, processes: ProcessGroup, optimizer_settings: OptimizerSettings,
-                 validator: Validator | None = None, training_state: dict | None = None,
-                 new_channels: dict | None = None):
+                 validator=None, training_state: dict | None = None, new_channels: dict | None = None,
+                 best_metric: BestMetric | None = None):
         self.settings = settings
         self.new_channels = dict(new_channels or {})  # parameter name -> (dim, indices) of channels grown new
         self.architecture = architecture
@@ -184,7 +145,10 @@ class Trainer:
         self.batches = batches
         self.processes = processes
         self.optimizer_settings = optimizer_settings
+        # what validation reports (lwpose/training/validators.py) and the metric that picks the best checkpoint
         self.validator = validator
+        self.best_metric = best_metric or (BestMetric.parse(validator.default_metric, validator.metric_names)
+                                           if validator is not None else None)
         self.device = processes.device
         self.network = network.to(self.device)
         if settings.channels_last:
@@ -206,7 +170,7 @@ class Trainer:
         self.iteration = 0
         self.skipped_steps = 0
         self.train_seconds = 0.0  # time spent in the loop, agreed by all processes (the slowest one's)
-        self.best_ap: float | None = None
+        self.best_value: float | None = None  # the best metric's best value so far
         self.failed_saves = 0  # checkpoints that could not be written (only counted with keep_going_on_save_error)
         self._stop_signal: int | None = None
         # Collectives run on tensors the trainer keeps alive. A tensor Python frees while a gloo worker thread still
@@ -224,7 +188,8 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.best_ap = state.get("best_ap")
+        if self.best_metric is not None and state.get("best_metric", "AP") == self.best_metric.text:
+            self.best_value = state.get("best_value", state.get("best_ap"))  # best_ap: the earlier format
         self.new_channels = {k: (int(dim), list(indices)) for k, (dim, indices) in
                              state.get("new_channels", self.new_channels).items()}
         own = rng_states_of_rank(state["rng"], self.processes.rank)
@@ -249,7 +214,8 @@ class Trainer:
                               "base_lr": self.optimizer_settings.base_lr},
                 "scaler": self.scaler.state_dict(), "rng": {"per_rank": rng_per_rank},
                 "data": dict(self.settings.data),
-                "best_ap": self.best_ap, "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds,
+                "best_metric": self.best_metric.text if self.best_metric else None, "best_value": self.best_value,
+                "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds,
                 "optimizer_settings": self.optimizer_settings.to_dict(),
                 "new_channels": {k: [dim, list(indices)] for k, (dim, indices) in self.new_channels.items()},
                 "world_size": self.processes.world_size}
@@ -488,8 +454,9 @@ class Trainer:
         torch.distributed.destroy_process_group()
 
     def validate(self) -> dict | None:
-        """Every rank decodes its share of the validation images; rank 0 scores them, logs, and keeps best.pth.
-        Returns the metrics on rank 0 (None elsewhere)."""
+        """Every rank decodes its share of the validation images; rank 0 scores them, logs every metric, and keeps
+        the best checkpoint by the best metric (best_<metric>_iter_<N>.pth, with best.pth linking to it). Returns
+        the metrics on rank 0 (None elsewhere)."""
         if self.validator is None:
             return None
         if self.processes.distributed:
@@ -501,23 +468,45 @@ class Trainer:
         self._set_train_mode()
         improved = False
         if self.processes.is_main:
-            improved = self.best_ap is None or metrics["AP"] > self.best_ap
+            value = self.best_metric.value(metrics)
+            improved = value is not None and (self.best_value is None or value > self.best_value)
             if improved:
-                self.best_ap = metrics["AP"]
-            self._log({"iteration": self.iteration, "epoch": self.epoch,
-                       **{k: float(metrics[k]) for k in ("AP", "AP50", "AP75", "AR")},
-                       "best_AP": float(self.best_ap)}, self.val_log_path)
-            shares = metrics.get("images_per_process") or []
-            tqdm.write(f"iteration {self.iteration}: val AP {metrics['AP']:.4f} (AP50 {metrics['AP50']:.3f}, "
-                       f"AR {metrics['AR']:.3f}; {sum(shares)} images"
-                       + (f" over {len(shares)} processes: {' + '.join(map(str, shares))}" if len(shares) > 1 else "")
-                       + f"){'  new best' if improved else ''}")
+                self.best_value = value
+            row = {"iteration": self.iteration, "epoch": self.epoch}
+            row.update({name: (None if metrics.get(name) is None else float(metrics[name]))
+                        for name in self.validator.metric_names})
+            row[f"best {self.best_metric.text}"] = self.best_value
+            self._log(row, self.val_log_path)
+            tqdm.write(f"iteration {self.iteration}: {metrics['summary']}"
+                       + (f"\n{self.best_metric.text} {value:.4f}" if value is not None else "")
+                       + ("  new best" if improved else ""))
         improved = self.processes.broadcast_from_main(improved)
         if improved:
-            path = os.path.join(self.settings.checkpoint_dir, "best.pth")
-            meta = {"AP": metrics["AP"]} if metrics else {}
-            self._save_collectively(lambda: self._write(self._checkpoint(training=False, meta=meta), path) or path)
+            self._save_collectively(lambda: self._save_best(metrics))
         return metrics
+
+    def _save_best(self, metrics: dict) -> str:
+        """The best checkpoint, named by its metric and iteration, and best.pth pointing at it (a link, or a copy
+        where the filesystem has none); the previous best goes."""
+        directory = self.settings.checkpoint_dir
+        name = f"best_{self.best_metric.file_label}_iter_{self.iteration}.pth"
+        path = os.path.join(directory, name)
+        meta = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        meta.update({"best_metric": self.best_metric.text, "best_value": self.best_value})
+        self._write(self._checkpoint(training=False, meta=meta), path)
+        link = os.path.join(directory, "best.pth")
+        temporary = link + ".new"
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        try:
+            os.symlink(name, temporary)
+        except OSError:
+            shutil.copyfile(path, temporary)
+        os.replace(temporary, link)  # atomic: best.pth is always a whole checkpoint
+        for old in glob.glob(os.path.join(directory, "best_*_iter_*.pth")):
+            if os.path.basename(old) != name:
+                os.unlink(old)
+        return path
 
     def _request_stop(self, signal_number, frame) -> None:
         self._stop_signal = signal_number  # acted on between iterations, where the state is consistent
@@ -639,7 +628,8 @@ class Trainer:
             bar.close()
             if main and self.writer is not None:
                 self.writer.close()
-        return {"iteration": self.iteration, "loss": last_loss, "best_ap": self.best_ap,
+        return {"iteration": self.iteration, "loss": last_loss, "best_value": self.best_value,
+                "best_metric": self.best_metric.text if self.best_metric else None,
                 "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds,
                 "failed_saves": self.failed_saves, "computed_dtype": self.computed_dtype}
 
