@@ -21,6 +21,7 @@ draws a contact sheet of scenes with people and animals and their keypoints.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import sys
@@ -236,7 +237,9 @@ def _sitting_pitch(b: Build, reach: float) -> float:
     return low
 
 
+@functools.lru_cache(maxsize=256)
 def skeleton_3d(build: Build, pose: Pose) -> Skeleton3D:
+    """(Cached: an animal is placed, drawn and labelled from the same skeleton; callers do not change it.)"""
     b = build
     joints: dict[str, np.ndarray] = {}
     pitch = _sitting_pitch(b, pose.reach) if pose.sitting else pose.trunk_pitch
@@ -433,8 +436,11 @@ def project(animal: Animal, skeleton: Skeleton3D | None = None) -> Projected:
     return out
 
 
+POINT_NAMES = tuple(skeleton_3d(TEMPLATES[1], Pose()).joints)
+
+
 def known_point_names() -> tuple[str, ...]:
-    return tuple(skeleton_3d(TEMPLATES[1], Pose()).joints)
+    return POINT_NAMES
 
 
 # --------------------------------------------------------------------------------------------------- drawing
@@ -448,9 +454,10 @@ def animal_shapes(animal: Animal, projected: Projected | None = None) -> list[Sh
     px = animal.length_px
     camera = camera_rotation(animal)
     turn = _rot_y(animal.yaw)
+    turned_depth = dict(zip(joints, (np.array(list(joints.values())) @ turn[2]).tolist()))
 
     def depth(*names) -> float:
-        return float(np.mean([(turn @ joints[n])[2] for n in names]))
+        return sum(turned_depth[n] for n in names) / len(names)
 
     def radius(r):
         return max(MIN_PART_RADIUS_PX, r * px)
@@ -555,10 +562,10 @@ def random_animal(rng: np.random.Generator, length_px: float, roll_degrees: floa
 
 
 def place(rng: np.random.Generator, animal: Animal, width: int, height: int, partial: bool,
-          near_x: float | None = None) -> Animal:
+          near_x: float | None = None, extent: tuple | None = None) -> Animal:
     """Put the animal where all of it fits the image (near `near_x` if given), or, if `partial`, across one image
-    border (20-60 % of its extent outside)."""
-    left, top, right, bottom = (v * animal.length_px for v in unit_extent(animal))
+    border (20-60 % of its extent outside). `extent`: its unit_extent, if known."""
+    left, top, right, bottom = (v * animal.length_px for v in (extent or unit_extent(animal)))
 
     def inside(low, high, size):  # origin range keeping [low, high] (relative extent) within [0, size)
         a, b = -low, size - 1 - high
@@ -591,9 +598,10 @@ def random_animals(rng: np.random.Generator, config, width: int, height: int,
         animal = random_animal(rng, rng.uniform(*config.animal_height) * height, config.roll_degrees,
                                config.side_shade, config.joint_marker_shade)
         near = near_xs[rng.integers(0, len(near_xs))] if near_xs and rng.uniform() < config.near_probability else None
-        animal = place(rng, animal, width, height, rng.uniform() < config.partial_probability, near)
+        extent = unit_extent(animal)
+        animal = place(rng, animal, width, height, rng.uniform() < config.partial_probability, near, extent)
         near_xs = near_xs + [animal.origin[0]]
-        bottom = animal.origin[1] + unit_extent(animal)[3] * animal.length_px
+        bottom = animal.origin[1] + extent[3] * animal.length_px
         out.append((bottom / height + rng.normal(0, 0.05), animal))
     return out
 
@@ -601,3 +609,68 @@ def random_animals(rng: np.random.Generator, config, width: int, height: int,
 def coco_category(keypoint_set, category_id: int = 2) -> dict:
     return {"id": category_id, "name": "animal", "supercategory": "animal", "keypoints": list(keypoint_set.keypoints),
             "skeleton": [[int(a) + 1, int(b) + 1] for a, b in keypoint_set.limb_keypoints]}
+
+
+# ------------------------------------------------------------------------------------------ a contact sheet
+def contact_sheet(seed: int = 0, scenes: int = 6, columns: int = 3, image_size: int = 256,
+                  people: tuple = (1, 2), animals: tuple = (1, 2)) -> np.ndarray:
+    """Scenes of people and animals (synthetic_data's, without crowds and tiny people) with their labelled
+    keypoints drawn: limbs coloured by side, points under a nearer figure as white rings."""
+    import synthetic_data
+    from lwpose.inference.drawing import SIDE_COLOURS, limb_colours
+    from lwpose.keypoints import load_keypoint_set
+
+    sets = {1: load_keypoint_set("coco"), 2: load_keypoint_set("ap10k")}
+    config = synthetic_data.SceneConfig(long_side=image_size, people=people, animals=animals, small_people=(0, 0),
+                                        crowd_probability=0.0)
+    gap = 4
+    rows = (scenes + columns - 1) // columns
+    sheet = np.full((rows * (image_size + gap) - gap, columns * (image_size + gap) - gap, 3), 255, np.uint8)
+    for i in range(scenes):
+        scene = synthetic_data.make_scene(synthetic_data.image_rng(seed, "train", i), config)
+        image = scene.image.copy()
+        for _, annotation in synthetic_data.scene_annotations(scene, sets[1], sets[2]):
+            keypoint_set = sets[annotation["category_id"]]
+            keypoints = np.reshape(annotation["keypoints"], (-1, 3))
+            points = np.round(keypoints[:, :2] - synthetic_data.COCO_OFFSET).astype(np.int32)
+            for (a, b), colour in zip(keypoint_set.limb_keypoints, limb_colours(keypoint_set)):
+                if keypoints[a, 2] and keypoints[b, 2]:
+                    cv2.line(image, tuple(points[a]), tuple(points[b]), colour, 1, cv2.LINE_AA)
+            for k in np.flatnonzero(keypoints[:, 2]):
+                if keypoints[k, 2] == 2:
+                    cv2.circle(image, tuple(points[k]), 2, SIDE_COLOURS[keypoint_set.sides[k]], -1, cv2.LINE_AA)
+                else:
+                    cv2.circle(image, tuple(points[k]), 2, (255, 255, 255), 1, cv2.LINE_AA)
+        height, width = image.shape[:2]
+        top, left = (i // columns) * (image_size + gap), (i % columns) * (image_size + gap)
+        top += (image_size - height) // 2
+        left += (image_size - width) // 2
+        sheet[top:top + height, left:left + width] = image
+    return sheet
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", required=True, help="the contact sheet (.jpg or .png)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenes", type=int, default=6)
+    parser.add_argument("--columns", type=int, default=3)
+    parser.add_argument("--image-size", type=int, default=256, help="long side of each scene in pixels")
+    parser.add_argument("--people", type=int, nargs=2, default=(1, 2), metavar=("MIN", "MAX"))
+    parser.add_argument("--animals", type=int, nargs=2, default=(1, 2), metavar=("MIN", "MAX"))
+    args = parser.parse_args(argv)
+    sheet = contact_sheet(args.seed, args.scenes, args.columns, args.image_size, tuple(args.people),
+                          tuple(args.animals))
+    if os.path.dirname(args.output):
+        os.makedirs(os.path.dirname(args.output), exist_ok=True)
+    if not cv2.imwrite(args.output, sheet, [cv2.IMWRITE_JPEG_QUALITY, 85]):
+        print(f"error: could not write {args.output}", file=sys.stderr)
+        return 2
+    print(f"{args.output}: {args.scenes} scenes, {os.path.getsize(args.output) // 1024} KB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
