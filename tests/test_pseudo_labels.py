@@ -329,3 +329,40 @@ def test_a_pseudo_weight_on_a_file_without_pseudo_labels_is_refused(tmp_path):
     recipe["sources"][0]["pseudo_weight"] = 2
     with pytest.raises(RecipeError, match=r"sources\[0\] \('coco'\)\.pseudo_weight"):
         load_mix_recipe(write_recipe(tmp_path / "recipe.json", recipe))
+
+
+def test_train_py_trains_on_a_recipe_of_filled_files(filled_sample, tmp_path):
+    """train.py --mix on a filled source (pseudo-labels weighted per cell) beside a plain one, one batch of each."""
+    path, images, _ = filled_sample
+    aic_labels, aic_images = sample_paths("aic", "test_aic.json")
+    recipe = write_recipe(tmp_path / "recipe.json", {
+        "name": "filled", "target": {"mode": "combine", "union": {"name": "coco_aic", "sets": ["coco", "aic"]}},
+        "sources": [{"name": "coco_filled", "format": "coco", "labels": path, "images_folder": images,
+                     "keypoints": "coco", "pseudo_weight": 0.5, "source_ratio": 0.5},
+                    {"name": "aic", "format": "coco", "labels": aic_labels, "images_folder": aic_images,
+                     "keypoints": "aic", "source_ratio": 0.5}]})
+    result = run_tool("train.py", "--mix", recipe, "--experiments-folder", tmp_path, "--experiment-name", "filled",
+                      "--input-size", "96", "--batch-size", "2", "--max-iterations", "2", "--checkpoint-after", "2",
+                      "--log-after", "1", "--num-workers", "0", "--backbone-width", "0.25", "--num-channels", "16",
+                      "--num-refinement-stages", "0", "--no-progress", "--device", "cpu")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "pseudo-labels (loss weight 0.5)" in result.stdout
+    assert os.path.exists(tmp_path / "filled" / "checkpoints" / "checkpoint_iter_2.pth")
+
+
+@pytest.mark.slow
+def test_the_closed_loop_runs_end_to_end(tmp_path):
+    """scripts/label_loop.py at a toy size: every step runs and both models are scored (the figures that matter come
+    from the full run, docs/label-completion.md)."""
+    result = run_tool("scripts/label_loop.py", "--output-dir", tmp_path, "--coco-images", 24, "--aic-images", 24,
+                      "--val-images", 8, "--iterations", 6, "--batch-size", 4, "--no-progress")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(tmp_path / "loop.json") as f:
+        summary = json.load(f)
+    assert set(summary["results"]) == {"union model", "retrained on pseudo-labels"}
+    assert summary["lacking"] == {"coco": ["head_top", "neck"],
+                                  "aic": ["nose", "left_eye", "right_eye", "left_ear", "right_ear"]}
+    for result in summary["results"].values():
+        assert set(result["PCK@0.1"]) == set(summary["completed"])
+    with open(tmp_path / "recipe_filled.json") as f:
+        assert all(source["pseudo_weight"] == 0.5 for source in json.load(f)["sources"])
