@@ -24,7 +24,9 @@ sources[]: `format` "coco" (COCO keypoint JSON) or "mpii" (MPII's list format, d
   none: in proportion to each source's samples per epoch); `sample_ratio_factor` this source's samples per epoch
   as a multiple of its size (default 1); `output_keypoint_indices` which model keypoint each of the source's keypoints
   is scored with in val.py --mix (-1: none; default: the inverse of the conversion); `val_labels` and
-  `val_images_folder` what val.py --mix scores (default: `labels` and `images_folder`).
+  `val_images_folder` what val.py --mix scores (default: `labels` and `images_folder`); `pseudo_weight` the loss
+  weight of the pseudo-labels of a filled file (scripts/pseudo_label.py; `labels` is then the filled file and
+  `keypoints` the model's set it is written in; default 0.5; val.py --mix should get the source's own `val_labels`).
 """
 from __future__ import annotations
 
@@ -50,7 +52,7 @@ MODES = ("merge", "combine")
 RECIPE_ENTRIES = ("name", "description", "target", "sources", "selection")
 TARGET_ENTRIES = ("mode", "keypoints", "union")
 SOURCE_ENTRIES = ("name", "format", "labels", "images_folder", "keypoints", "keypoint_map", "source_ratio",
-                  "sample_ratio_factor", "output_keypoint_indices", "val_labels", "val_images_folder")
+                  "sample_ratio_factor", "output_keypoint_indices", "val_labels", "val_images_folder", "pseudo_weight")
 RATIO_TOLERANCE = 1e-3
 
 
@@ -71,6 +73,7 @@ class MixSource:
     output_keypoint_indices: tuple[int, ...] | None = None
     val_labels: str | None = None
     val_images_folder: str | None = None
+    pseudo_weight: float | None = None  # loss weight of a filled file's pseudo-labels (None: the default)
     entry: str = ""  # where it stands in the recipe, for messages: "sources[1] ('aic')"
 
 
@@ -196,6 +199,13 @@ def load_mix_recipe(path: str) -> MixRecipe:
                 if not _number(value) or value <= 0:
                     raise fail(f"{entry}.{key}", f"{value!r}: expected a positive number")
                 setattr(source, key, float(value))
+        if "pseudo_weight" in entry_data:
+            value = entry_data["pseudo_weight"]
+            if not _number(value) or not 0 <= value <= 1:
+                raise fail(f"{entry}.pseudo_weight", f"{value!r}: expected a loss weight between 0 and 1")
+            if entry_data["format"] != "coco":
+                raise fail(f"{entry}.pseudo_weight", "pseudo-labels come in filled COCO files (format 'coco')")
+            source.pseudo_weight = float(value)
         indices = entry_data.get("output_keypoint_indices")
         if indices is not None:
             if not isinstance(indices, list) or len(indices) != source.keypoint_set.num_keypoints or not all(
@@ -299,7 +309,7 @@ def prepare_mixed_labels(recipe: MixRecipe, progress: bool = False, report=print
             raise recipe.fail(source.entry, f"none of its {len(coco.images)} images is in {source.images_folder}")
         try:
             part = build_prepared_labels(coco, recipe.target, recipe.selection, source.images_folder, set(missing),
-                                         source.name, source.keypoint_map)
+                                         source.name, source.keypoint_map, source.pseudo_weight)
         except AnnotationError as e:
             raise recipe.fail(source.entry, str(e)) from None
         if not len(part):
@@ -325,6 +335,8 @@ def describe_source(part: PreparedLabels, source: MixSource, recipe: MixRecipe) 
     line += f"; unlabelled in '{recipe.target.name}': {', '.join(unlabelled) or 'none'}"
     if dropped:
         line += f"; dropped: {', '.join(dropped)}"
+    if "pseudo_keypoints" in part.summary:
+        line += f"; {part.summary['pseudo_keypoints']} pseudo-labels (loss weight {converted.pseudo_weight:g})"
     return line
 
 

@@ -8,6 +8,8 @@ writes COCO-format keypoint datasets of drawn people (see scripts/synthetic_figu
     OUT/val/...                                                          (held out: its own random stream)
     OUT/aic/...                                                          (labelled in --mix-keypoints, default aic)
     OUT/video/walk.mp4  OUT/video/walk_keypoints.jsonl                   (one JSON line of people per frame)
+    OUT/train/person_keypoints_mpii.json ...   with --also-keypoints mpii: the same people of train and val labelled
+                                               in another set too (same images, same annotation ids)
     OUT/manifest.json                                                    (what was generated, with which settings)
 
 Scenes have several people occluding each other in depth order (a keypoint under a nearer figure is v=1, a
@@ -446,8 +448,10 @@ def image_rng(seed: int, stream: str, index: int) -> np.random.Generator:
 
 
 def _draw_image(index: int, images_dir: str, keypoint_set: KeypointSet, config: SceneConfig, seed: int,
-                stream: str, image_format: str, animal_set: KeypointSet | None = None) -> tuple[dict, list[dict]]:
-    """Draw, save and label image `index` (ids start at 1); annotations come without their ids."""
+                stream: str, image_format: str, animal_set: KeypointSet | None = None,
+                also: tuple = ()) -> tuple[dict, list[dict]] | tuple[dict, list, list]:
+    """Draw, save and label image `index` (ids start at 1); annotations come without their ids. With `also` (more
+    keypoint sets), the annotations in each of them follow, one list per set, in the same order."""
     scene = make_scene(image_rng(seed, stream, index), config)
     file_name = f"{index + 1:06d}.{image_format}"
     path = os.path.join(images_dir, file_name)
@@ -456,35 +460,42 @@ def _draw_image(index: int, images_dir: str, keypoint_set: KeypointSet, config: 
         raise SyntheticDataError(f"could not write image {path}")
     height, width = scene.image.shape[:2]
     image = {"id": index + 1, "file_name": file_name, "width": width, "height": height}
-    return image, [{"image_id": index + 1, **annotation}
-                   for _, annotation in scene_annotations(scene, keypoint_set, animal_set)]
+    labelled = [[{"image_id": index + 1, **annotation}
+                 for _, annotation in scene_annotations(scene, labels_set, animal_set)]
+                for labels_set in (keypoint_set, *also)]
+    return (image, labelled[0]) if not also else (image, *labelled)
 
 
 def write_split(split_dir: str, num_images: int, keypoint_set: KeypointSet, config: SceneConfig, seed: int,
                 stream: str, image_format: str = "jpg", progress: bool = True, workers: int = 1,
-                animal_set: KeypointSet | None = None) -> dict:
+                animal_set: KeypointSet | None = None, also: tuple = ()) -> dict:
     """Draw `num_images` scenes into split_dir/images and their labels into split_dir/person_keypoints.json,
     with `workers` processes (each image has its own random stream, so the result does not depend on them).
-    Scenes with animals (config.animals) label them in `animal_set` (default ap10k), as category 2."""
+    Scenes with animals (config.animals) label them in `animal_set` (default ap10k), as category 2. Each set of
+    `also` labels the same people again, into person_keypoints_<set name>.json."""
     if config.animals[1] and animal_set is None:
         animal_set = load_keypoint_set("ap10k")
     images_dir = os.path.join(split_dir, "images")
     os.makedirs(images_dir, exist_ok=True)
     name = os.path.basename(os.path.normpath(split_dir))
     draw = functools.partial(_draw_image, images_dir=images_dir, keypoint_set=keypoint_set, config=config,
-                             seed=seed, stream=stream, image_format=image_format, animal_set=animal_set)
+                             seed=seed, stream=stream, image_format=image_format, animal_set=animal_set,
+                             also=tuple(also))
     images, annotations = [], []
+    also_annotations: list[list] = [[] for _ in also]
     with contextlib.ExitStack() as stack:
         if workers > 1:
             pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
             results = pool.imap(draw, range(num_images), chunksize=4)
         else:
             results = map(draw, range(num_images))
-        for image, image_annotations in tqdm(results, total=num_images, desc=f"synthetic {name}", unit="img",
-                                             disable=not progress, dynamic_ncols=True):
+        for image, image_annotations, *also_image in tqdm(results, total=num_images, desc=f"synthetic {name}",
+                                                          unit="img", disable=not progress, dynamic_ncols=True):
             images.append(image)
             first_id = len(annotations) + 1
             annotations.extend({"id": first_id + i, **a} for i, a in enumerate(image_annotations))
+            for labelled, more in zip(also_annotations, also_image):
+                labelled.extend({"id": first_id + i, **a} for i, a in enumerate(more))
     categories = [coco_category(keypoint_set)]
     if config.animals[1]:
         categories.append(synthetic_animals.coco_category(animal_set, ANIMAL_CATEGORY_ID))
@@ -492,7 +503,16 @@ def write_split(split_dir: str, num_images: int, keypoint_set: KeypointSet, conf
                      "generator": "scripts/synthetic_data.py", "scene_config": scene_config_record(config)},
             "images": images, "annotations": annotations, "categories": categories}
     _write_json_atomic(coco, os.path.join(split_dir, LABELS_NAME))
+    for labels_set, labelled in zip(also, also_annotations):
+        also_categories = [coco_category(labels_set), *categories[1:]]
+        _write_json_atomic({**coco, "annotations": labelled, "categories": also_categories},
+                           os.path.join(split_dir, also_labels_name(labels_set)))
     return coco
+
+
+def also_labels_name(keypoint_set: KeypointSet) -> str:
+    """The file of a split's people labelled again in another set (--also-keypoints)."""
+    return f"{os.path.splitext(LABELS_NAME)[0]}_{keypoint_set.name}.json"
 
 
 # ------------------------------------------------------------------------------------------------- video
@@ -611,6 +631,9 @@ def parse_args(argv=None):
     parser.add_argument("--keypoints", default="coco", help="keypoint set of train, val and video (default coco)")
     parser.add_argument("--mix-keypoints", default="aic",
                         help="keypoint set of the extra split, written to OUT/<set name> (default aic)")
+    parser.add_argument("--also-keypoints", nargs="+", default=(), metavar="SET",
+                        help="label the people of train and val in these sets too (same images and annotation ids; "
+                             "person_keypoints_<set>.json beside person_keypoints.json)")
     parser.add_argument("--video-frames", type=int, default=200, help="frames of the walking video (0: none)")
     parser.add_argument("--video-fps", type=float, default=20.0)
     parser.add_argument("--video-walkers", type=int, default=4)
@@ -666,8 +689,12 @@ def generate(args) -> dict:
     main_set = load_keypoint_set(args.keypoints)
     mix_set = load_keypoint_set(args.mix_keypoints)
     animal_set = load_keypoint_set(args.animal_keypoints)
-    # fail on an unplaceable keypoint before writing
-    keypoint_sources(main_set), keypoint_sources(mix_set), animal_keypoint_sources(animal_set)
+    also_sets = tuple(load_keypoint_set(name) for name in args.also_keypoints)
+    for keypoint_set in (main_set, mix_set, *also_sets):
+        keypoint_sources(keypoint_set)  # fail on an unplaceable keypoint before writing
+    animal_keypoint_sources(animal_set)
+    if len({s.name for s in also_sets} | {main_set.name}) != len(also_sets) + 1:
+        raise SyntheticDataError("--also-keypoints: each set needs its own name, other than --keypoints' set")
     out = args.output_dir
     if args.mix_images and mix_set.name in ("train", "val", "video"):
         raise SyntheticDataError(f"--mix-keypoints set '{mix_set.name}' would write over the split of that name")
@@ -681,13 +708,15 @@ def generate(args) -> dict:
     manifest = {"seed": args.seed, "scene_config": scene_config_record(config), "splits": {}}
     for name, stream, count, keypoint_set in splits:
         split_dir = os.path.join(out, name)
+        also = also_sets if stream in ("train", "val") else ()
         coco = write_split(split_dir, count, keypoint_set, config, args.seed, stream, args.image_format,
-                           not args.no_progress, args.workers, animal_set)
+                           not args.no_progress, args.workers, animal_set, also)
         manifest["splits"][name] = {
             "labels": os.path.join(name, LABELS_NAME), "images_folder": os.path.join(name, "images"),
             "keypoint_set": keypoint_set.name, "images": len(coco["images"]),
             "people": sum(1 for a in coco["annotations"] if a["num_keypoints"] > 0 and a["category_id"] == 1),
-            "crowd_regions": sum(a["iscrowd"] for a in coco["annotations"])}
+            "crowd_regions": sum(a["iscrowd"] for a in coco["annotations"]),
+            **({"also_labels": {s.name: os.path.join(name, also_labels_name(s)) for s in also}} if also else {})}
         if config.animals[1]:
             manifest["splits"][name].update(
                 animal_keypoint_set=animal_set.name,

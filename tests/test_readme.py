@@ -152,8 +152,8 @@ def test_the_readme_runnable_blocks_run_as_written(blocks, checkout):
 def script_help_flags(scripts) -> dict[str, set[str]]:
     """Every flag each script's --help lists (the scripts start in parallel: train.py alone imports torch)."""
     def flags(script: str) -> set[str]:
-        result = subprocess.run([sys.executable, *script.split(), "--help"], cwd=REPO_ROOT, capture_output=True, text=True,
-                                timeout=BLOCK_SECONDS)
+        result = subprocess.run([sys.executable, *script.split(), "--help"], cwd=REPO_ROOT, capture_output=True,
+                                text=True, timeout=BLOCK_SECONDS)
         assert result.returncode == 0, f"{script} --help: {result.stderr[-2000:]}"
         return set(re.findall(r"(?<![\w-])--[a-z0-9][a-z0-9-]*", result.stdout))
 

@@ -376,10 +376,12 @@ class Trainer:
             heatmaps = batch["heatmaps"].to(self.device, non_blocking=True)
             pafs = batch["pafs"].to(self.device, non_blocking=True)
             background = batch.get("background_mask")
+            pseudo = [batch[name].to(self.device, non_blocking=True) if name in batch else None
+                      for name in ("heatmap_weights", "paf_weights")]  # only with pseudo-labels
             heatmap_mask, paf_mask = loss_masks(batch["mask"].to(self.device, non_blocking=True),
                                                 batch["heatmap_channel_mask"].to(self.device),
                                                 batch["paf_channel_mask"].to(self.device),
-                                                None if background is None else background.to(self.device))
+                                                None if background is None else background.to(self.device), *pseudo)
             last = micro == self.settings.batches_per_iter - 1
             sync = self.model.no_sync() if self.processes.distributed and not last else contextlib.nullcontext()
             with sync:
