@@ -27,7 +27,8 @@ from lwpose.datasets.prepared_labels import PreparedLabels
 from lwpose.datasets.targets import (background_loss_map, channel_loss_masks, person_keypoint_weights,
                                      pseudo_label_weight_maps)
 from lwpose.evaluation.coco import image_path
-from lwpose.images import ImageReadError
+from lwpose.errors import SettingError
+from lwpose.images import ImageReadError, read_image
 
 IGNORE_MASK_REDUCTION = 4  # ignore regions are kept at 1/4 of the image size: the loss map is 1/8 anyway
 CACHE_MODES = ("auto", "decoded", "none")
@@ -39,22 +40,6 @@ class TargetConfig:
     sigma: float = DEFAULT_SIGMA
     paf_thickness: float = DEFAULT_PAF_THICKNESS
     stride: int = STRIDE
-
-
-def decode_image(path: str, reduction: int = 1) -> np.ndarray:
-    """8-bit BGR image, decoded at 1/`reduction` size (1, 2 or 4), or ImageReadError naming the file."""
-    try:
-        data = np.fromfile(path, np.uint8)
-    except OSError as e:
-        raise ImageReadError(f"image {path} cannot be read: {e}") from None
-    flag = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}[reduction]
-    try:
-        image = cv2.imdecode(data, flag) if data.size else None
-    except cv2.error as e:  # a header declaring more pixels than OpenCV allows (a decompression bomb)
-        raise ImageReadError(f"image {path} cannot be decoded: {str(e).strip().splitlines()[-1]}") from None
-    if image is None:
-        raise ImageReadError(f"image {path} cannot be decoded (empty, truncated or not an image)")
-    return image
 
 
 class ImageStore:
@@ -78,7 +63,7 @@ class ImageStore:
                           dynamic_ncols=True, leave=False):
                 if i not in self.bad:
                     try:
-                        self._images[i] = decode_image(paths[i])
+                        self._images[i] = read_image(paths[i])
                     except ImageReadError as e:
                         self.bad[i] = str(e)
 
@@ -91,7 +76,7 @@ class ImageStore:
             raise ImageReadError(self.bad[index])
         reduction = 4 if scale <= 0.25 else 2 if scale <= 0.5 else 1
         try:
-            return decode_image(self.paths[index], reduction), reduction
+            return read_image(self.paths[index], reduction), reduction
         except ImageReadError as e:
             self.bad[index] = str(e)
             raise
@@ -137,8 +122,8 @@ class PoseTrainingDataset(Dataset):
         folders = [f or s.images_folder for f, s in zip(folders, labels.sources)]
         for folder, source in zip(folders, labels.sources):
             if folder is None:
-                raise ValueError(f"prepared labels {labels.path}: source '{source.name}' records no images folder; "
-                                 "pass it (--train-images-folder)")
+                raise SettingError(f"prepared labels {labels.path}: source '{source.name}' records no images "
+                                   "folder; give it", settings=("train_images_folder",))
             if not os.path.isdir(folder):
                 raise ValueError(f"images folder {folder} of source '{source.name}' does not exist")
         paths = [image_path(folders[im.source], im.file_name) for im in labels.images]
@@ -173,8 +158,8 @@ class PoseTrainingDataset(Dataset):
         names = "; ".join(list(bad.values())[:5]) + (" ..." if len(bad) > 5 else "")
         if share > self.max_bad_image_share:
             raise ImageReadError(f"{len(bad)} of {len(self.labels.images)} training images cannot be used "
-                                 f"({share:.1%}, more than the allowed {self.max_bad_image_share:.1%}; "
-                                 f"--max-bad-image-share): {names}")
+                                 f"({share:.1%}, more than the allowed {self.max_bad_image_share:.1%}): {names}",
+                                 settings=("max_bad_image_share",))
         tqdm.write(f"warning: {len(bad)} of {len(self.labels.images)} training images cannot be used; their "
                    f"samples are replaced by others: {names}")
 

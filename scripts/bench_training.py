@@ -40,6 +40,7 @@ def prepared_coco_mini(keypoints: str, labels: str, images: str):
 def _stage_timings(dataset, count: int) -> dict:
     """Milliseconds per sample of each step, in this process (one core), for the breakdown."""
     from lwpose.codec import encode
+    from lwpose.images import read_image
     from lwpose.datasets.augmentation import (
         apply_colour_jitter,
         compose,
@@ -50,7 +51,6 @@ def _stage_timings(dataset, count: int) -> dict:
         sample_augment_params,
         transform_keypoints,
     )
-    from lwpose.datasets.pose_dataset import decode_image
 
     totals = dict.fromkeys(("jpeg_decode", "warp", "colour_jitter", "targets", "ignore_mask", "whole_sample"), 0.0)
     size = dataset.augmentation.input_size
@@ -64,7 +64,7 @@ def _stage_timings(dataset, count: int) -> dict:
         reduction = 4 if crop_scale(h, params, dataset.augmentation) <= 0.25 else \
             2 if crop_scale(h, params, dataset.augmentation) <= 0.5 else 1
         t0 = time.perf_counter()
-        image = decode_image(dataset.images.paths[image_index], reduction)
+        image = read_image(dataset.images.paths[image_index], reduction)
         t1 = time.perf_counter()
         crop = cv2.warpAffine(image, compose(matrix, reduced_to_full(reduction)), (size, size),
                               borderValue=(128, 128, 128))

@@ -11,7 +11,6 @@ import pytest
 from reliability_data import write_tiny_training_set
 from training_data import run_tool
 
-from lwpose.datasets.pose_dataset import decode_image
 from lwpose.images import ImageReadError, read_image
 
 
@@ -40,9 +39,9 @@ def write_odd_images(folder) -> dict:
     return {"colour": colour}
 
 
-@pytest.mark.parametrize("read", [read_image, decode_image], ids=["read_image", "training_decode"])
-def test_grayscale_rgba_and_16_bit_images_become_8_bit_bgr(read, tmp_path):
+def test_grayscale_rgba_and_16_bit_images_become_8_bit_bgr(tmp_path):
     colour = write_odd_images(tmp_path)["colour"]
+    read = read_image
     for name in ("gray.png", "rgba.png", "deep.png"):
         image = read(str(tmp_path / name))
         assert image.dtype == np.uint8 and image.shape == (20, 30, 3), name
@@ -50,12 +49,12 @@ def test_grayscale_rgba_and_16_bit_images_become_8_bit_bgr(read, tmp_path):
     assert np.array_equal(read(str(tmp_path / "rgba.png")), colour)
 
 
-@pytest.mark.parametrize("read", [read_image, decode_image], ids=["read_image", "training_decode"])
+@pytest.mark.parametrize("reduction", [1, 2], ids=["full_size", "training_reduced"])
 @pytest.mark.parametrize("name", ["missing.jpg", "empty.jpg", "garbage.jpg", "header_only.jpg", "huge.png"])
-def test_unusable_images_are_refused_naming_the_file(read, name, tmp_path):
+def test_unusable_images_are_refused_naming_the_file(reduction, name, tmp_path):
     write_odd_images(tmp_path)
     with pytest.raises(ImageReadError, match=name):
-        read(str(tmp_path / name))
+        read_image(str(tmp_path / name), reduction)
 
 
 TINY_RUN = ["--input-size", "64", "--batch-size", "2", "--log-after", "1", "--num-workers", "0", "--no-progress",
