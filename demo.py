@@ -114,13 +114,13 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
     setup_start = time.perf_counter()
-    from lwpose.errors import LwposeError
+    from lwpose.errors import LwposeError, flag_hint
     from lwpose.inference.video import JsonLinesWriter, VideoError, VideoWriter, open_source, track
 
     try:
         source = open_source(args.video, args.images)
     except VideoError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     # The model loads only once the input is known to open, so a mistyped path fails at once.
     try:
@@ -129,7 +129,7 @@ def main(argv=None) -> int:
         json_writer = JsonLinesWriter(args.save_json) if args.save_json else None
     except (LwposeError, ValueError) as e:
         source.close()
-        print(f"error: {e}{flag_hint(e, args)}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     keypoint_set, backend = estimator.keypoint_set, estimator.backend
     compile_seconds = estimator.warm_up()
@@ -170,7 +170,7 @@ def main(argv=None) -> int:
     except VideoError as e:
         finished, finished_cpu = time.perf_counter(), time.process_time()
         status = 2
-        progress.write(f"error: {e}", file=sys.stderr)
+        progress.write(f"error: {e}{flag_hint(e)}", file=sys.stderr)
     finally:
         progress.close()
         for closable in (video_writer, json_writer, stream, backend, display):
@@ -210,15 +210,6 @@ def make_estimator(args):
                                          threads=args.threads, half=args.half, channels_last=args.channels_last,
                                          compile=args.compile, height_size=args.height_size, decode_at="map",
                                          upsample=args.upsample)
-
-
-def flag_hint(error: Exception, args) -> str:
-    """What to change on the command line, for the errors a flag fixes."""
-    from lwpose.inference.backends import MissingKeypointSet
-
-    if isinstance(error, MissingKeypointSet):
-        return " (--checkpoint-path of the same model gives it)"
-    return ""
 
 
 if __name__ == "__main__":

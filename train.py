@@ -30,6 +30,7 @@ from lwpose.datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHAR
 from lwpose.datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
 from lwpose.evaluation.best_metric import BestMetric, MetricError
 from lwpose.evaluation.coco import GroundTruthError
+from lwpose.errors import flag_hint
 from lwpose.images import ImageReadError
 from lwpose.interop.checkpoint import CheckpointError, load_checkpoint
 from lwpose.keypoints import KeypointSetError
@@ -222,7 +223,7 @@ SETUP_ERRORS = (PreparedLabelsError, CheckpointError, GroundTruthError, Keypoint
 def describe_failure(error: BaseException) -> str:
     """One line for a set-up failure: ours say what is wrong; anything else also names its kind."""
     if isinstance(error, SETUP_ERRORS):
-        return str(error)
+        return f"{error}{flag_hint(error)}"
     return f"{type(error).__name__}: {error}"
 
 
@@ -350,7 +351,7 @@ def main(argv=None) -> int:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
                           settings, validator, start.training_state, start.new_channels, best_metric)
     except ValueError as e:  # the same on every rank: each stops with it
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     say(f"network: {start.architecture.variant}, {start.architecture.num_refinement_stages} refinement stage(s), "
         f"keypoint set '{labels.keypoint_set.name}'; {start.description}")
@@ -369,19 +370,19 @@ def main(argv=None) -> int:
         result = trainer.run()
         all_ranks_finish = True
     except ImageReadError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     except CheckpointSaveError as e:
         all_ranks_finish = True  # a failed save is agreed on by all ranks before any acts on it
         if processes.is_main:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 1
     except NonFiniteLossError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 1
     except TrainingInterrupted as e:
         all_ranks_finish = True  # the stop signal is agreed on by all ranks before any acts on it
-        print(f"stopped: {e}", file=sys.stderr)
+        print(f"stopped: {e}{flag_hint(e)}", file=sys.stderr)
         return 128 + e.signal_number  # what a shell reports for a process ended by that signal
     finally:
         if processes.distributed:

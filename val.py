@@ -10,12 +10,11 @@ import sys
 from lwpose.datasets.mix_evaluation import evaluation_sets
 from lwpose.datasets.mix_evaluation import validate_mix as validate_mix_sets
 from lwpose.datasets.mix_recipe import load_mix_recipe
-from lwpose.errors import LwposeError
+from lwpose.errors import LwposeError, flag_hint
 from lwpose.evaluation.coco import METRIC_NAMES, format_metric, load_keypoint_ground_truth
 from lwpose.evaluation.per_keypoint import format_per_keypoint
 from lwpose.evaluation.validation import format_dataset_table, validate_coco, write_json
 from lwpose.evaluation.visualize import write_visualisations
-from lwpose.inference.backends import MissingKeypointSet
 from lwpose.inference.estimator import PoseEstimator
 
 MULTISCALE = (0.5, 1.0, 1.5, 2.0)
@@ -138,12 +137,6 @@ def run_description(args) -> dict:
     """What was scored and how, for the metrics file."""
     return {"checkpoint": args.checkpoint_path, "openvino_ir": args.openvino_ir, "height_size": args.height_size,
             "flip": args.flip, "multiscale": args.multiscale, "decode_at": args.decode_at}
-
-
-def flag_hint(error: Exception) -> str:
-    if isinstance(error, MissingKeypointSet):
-        return " (--checkpoint-path of the same model gives it)"
-    return ""
 
 
 def validate_mix(args) -> int:

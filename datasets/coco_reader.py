@@ -83,8 +83,8 @@ def detect_source_set(path: str, category_names: list[str] | None, target: Keypo
     if shipped is None:
         raise AnnotationError(
             f"{path}: the category's {len(category_names)} keypoint names ({', '.join(category_names[:4])}, ...) "
-            f"match neither keypoint set '{target.name}' nor a shipped set; name the file's set with "
-            "--source-keypoints (a shipped name or a JSON file)")
+            f"match neither keypoint set '{target.name}' nor a shipped set; name the file's set (a shipped name "
+            "or a JSON file)", settings=("source_keypoints",))
     return shipped
 
 

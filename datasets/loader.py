@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from lwpose.codec import warm_up_encoder
+from lwpose.errors import SettingError
 
 # Below this many file descriptors, tensors travel between processes through named files instead of descriptors.
 MIN_OPEN_FILES_FOR_FD_SHARING = 4096
@@ -27,8 +28,8 @@ class InfiniteBatchSampler(Sampler):
     def __init__(self, num_samples: int, batch_size: int, seed: int = 0, start_batch: int = 0, rank: int = 0,
                  world_size: int = 1, shuffle: bool = True):
         if num_samples < batch_size * world_size:
-            raise ValueError(f"{num_samples} training samples cannot fill one batch of {batch_size} per process "
-                             f"x {world_size} processes; lower --batch-size")
+            raise SettingError(f"{num_samples} training samples cannot fill one batch of {batch_size} per process "
+                               f"x {world_size} processes; lower the batch size", settings=("batch_size",))
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.seed = seed

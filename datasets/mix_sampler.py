@@ -16,6 +16,8 @@ from typing import Sequence
 import numpy as np
 from torch.utils.data import Sampler
 
+from lwpose.errors import SettingError
+
 
 def per_batch_counts(ratios: Sequence[float], batch_size: int, names: Sequence[str]) -> list[int]:
     """Samples of each source in a batch of `batch_size`: the ratios' shares rounded by largest remainder; every
@@ -27,8 +29,9 @@ def per_batch_counts(ratios: Sequence[float], batch_size: int, names: Sequence[s
         counts[s] += 1
     for s, count in enumerate(counts):
         if count == 0:
-            raise ValueError(f"source '{names[s]}' would get no sample in a batch of {batch_size} (its share "
-                             f"{ratios[s]:.3g} is {exact[s]:.2f} samples); raise --batch-size or its source_ratio")
+            raise SettingError(f"source '{names[s]}' would get no sample in a batch of {batch_size} (its share "
+                               f"{ratios[s]:.3g} is {exact[s]:.2f} samples); raise the batch size or its source_ratio",
+                               settings=("batch_size",))
     return counts.tolist()
 
 

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from lwpose.errors import flag_hint  # noqa: E402
 from lwpose.datasets.augmentation import AugmentationConfig, compose, flip_matrix, sample_augment_params  # noqa: E402
 from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
 from lwpose.datasets.pose_dataset import PoseTrainingDataset, TargetConfig, ignore_fraction_map  # noqa: E402
@@ -216,7 +217,7 @@ def main(argv=None) -> int:
         dataset = PoseTrainingDataset(labels, folders, augmentation, TargetConfig(args.sigma, args.paf_thickness),
                                       seed=args.seed, image_cache="none", progress=False)
     except (PreparedLabelsError, RecipeError, KeypointSetError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     if len(dataset) == 0:
         print("error: the labels hold no training sample", file=sys.stderr)
@@ -237,7 +238,7 @@ def main(argv=None) -> int:
                 json.dump({"keypoint_set": labels.keypoint_set.name, "tiles": records}, f, indent=1)
             written.append(path)
     except (ImageReadError, OSError) as e:
-        print(f"error: {e} ({len(written)} grid(s) written before it)", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)} ({len(written)} grid(s) written before it)", file=sys.stderr)
         return 2
     print(f"{count} samples in {len(written)} grid(s): {', '.join(written)}")
     return 0

@@ -15,6 +15,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from lwpose.errors import flag_hint  # noqa: E402
 from lwpose.inference.backends import BackendUnavailable, OnnxRuntimeBackend  # noqa: E402
 from lwpose.inference.torch_backend import TorchBackend  # noqa: E402
 from lwpose.interop.checkpoint import CheckpointError, load_model  # noqa: E402
@@ -36,7 +37,7 @@ def main(argv=None) -> int:
         network, keypoint_set, _ = load_model(args.checkpoint_path)
         export_onnx(network, keypoint_set, args.output, (args.height, args.width), args.opset)
     except (CheckpointError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     print(f"wrote {args.output}: input NCHW with free batch, height and width; outputs heatmaps "
           f"({keypoint_set.num_heatmaps} channels) and pafs ({keypoint_set.num_pafs} channels), keypoint set "

@@ -9,6 +9,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from lwpose.errors import flag_hint  # noqa: E402
 from lwpose.interop.checkpoint import CheckpointError, save_checkpoint  # noqa: E402
 from lwpose.interop.importers import import_openvino_ir, import_reference_checkpoint  # noqa: E402
 from lwpose.interop.openvino_ir import IRError  # noqa: E402
@@ -32,7 +33,7 @@ def main(argv=None) -> int:
             checkpoint = import_reference_checkpoint(args.reference_checkpoint, args.keypoints, args.trust_pickle)
         save_checkpoint(checkpoint, args.output)
     except (IRError, CheckpointError, KeypointSetError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     arch = checkpoint["architecture"]
     print(f"wrote {args.output}: variant {arch['variant']}, {arch['num_refinement_stages']} refinement stage(s), "

@@ -33,6 +33,7 @@ sys.path.insert(0, HERE)
 import numpy as np  # noqa: E402
 from quickstart import SCENE_ARGS, StepFailed, default_height_size, run_step, training_scale_range  # noqa: E402
 
+from lwpose.errors import flag_hint  # noqa: E402
 from lwpose.keypoints.union import union_set_data  # noqa: E402
 from lwpose.training.trainer import latest_checkpoint  # noqa: E402
 
@@ -209,7 +210,7 @@ def main(argv=None) -> int:
     try:
         summary = loop(args)
     except StepFailed as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     summary["wall_s"] = round(time.perf_counter() - start, 1)
     summary["cpu_s"] = round(sum(t["cpu_s"] for t in summary["timings"]), 1)

@@ -18,6 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from lwpose.errors import flag_hint  # noqa: E402
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set  # noqa: E402
 from lwpose.keypoints.union import union_set_data  # noqa: E402
 
@@ -70,7 +71,7 @@ def main(argv=None) -> int:
         data = union_set_data(spec, where)
         keypoint_set = KeypointSet.from_dict(data, source=where)
     except KeypointSetError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     directory = os.path.dirname(os.path.abspath(args.output))
     os.makedirs(directory, exist_ok=True)

@@ -17,6 +17,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from lwpose.errors import flag_hint  # noqa: E402
 from lwpose.datasets.coco_reader import AnnotationError, find_missing_images, read_coco_keypoints  # noqa: E402
 from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
 from lwpose.datasets.prepared_labels import (DEFAULT_PSEUDO_WEIGHT, SelectionSettings,  # noqa: E402
@@ -82,7 +83,7 @@ def prepare_mix(args) -> int:
         recipe = load_mix_recipe(args.mix)
         labels = prepare_mixed_labels(recipe, progress=True)
     except (RecipeError, KeypointSetError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     labels.save(args.output_name)
     print(f"wrote {args.output_name}: {len(labels)} samples of {len(labels.sources)} sources in keypoint set "
@@ -121,7 +122,7 @@ def main(argv=None) -> int:
                                        pseudo_weight=args.pseudo_weight)
         labels.summary["missing_image_files"] = missing
     except (AnnotationError, KeypointSetError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     if not len(labels):
         print(f"error: {args.labels}: no person qualifies as a training sample (>= {settings.min_keypoints} "

@@ -28,7 +28,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lwpose.errors import LwposeError  # noqa: E402
+from lwpose.errors import LwposeError, flag_hint  # noqa: E402
 from lwpose.evaluation.validation import write_json  # noqa: E402
 from lwpose.inference.grouping import GroupingParams  # noqa: E402
 from lwpose.keypoints import find_shipped_set_for_names, load_keypoint_set  # noqa: E402
@@ -184,7 +184,7 @@ def main(argv=None) -> int:
     try:
         return run(args)
     except (LwposeError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
 
 

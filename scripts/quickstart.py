@@ -39,7 +39,7 @@ sys.path.insert(0, ROOT)
 
 from lwpose.constants import STRIDE  # noqa: E402
 from lwpose.datasets.augmentation import AugmentationConfig  # noqa: E402
-from lwpose.errors import LwposeError  # noqa: E402
+from lwpose.errors import LwposeError, flag_hint  # noqa: E402
 from lwpose.interop.checkpoint import CheckpointError, load_checkpoint  # noqa: E402
 from lwpose.training.trainer import latest_checkpoint  # noqa: E402
 
@@ -326,7 +326,7 @@ def main(argv=None) -> int:
     try:
         result = quickstart(args)
     except StepFailed as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     wall = time.perf_counter() - start
     steal = [t["host_steal"] * t["wall_s"] for t in result["timings"] if t["host_steal"] is not None]

@@ -55,7 +55,7 @@ from synthetic_figures import (  # noqa: E402
 )
 
 import synthetic_animals  # noqa: E402
-from lwpose.errors import LwposeError  # noqa: E402
+from lwpose.errors import LwposeError, flag_hint  # noqa: E402
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set  # noqa: E402
 
 LABELS_NAME = "person_keypoints.json"
@@ -737,7 +737,7 @@ def main(argv=None) -> int:
     try:
         manifest = generate(args)
     except (SyntheticDataError, KeypointSetError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     for name, split in manifest["splits"].items():
         animals = f", {split['animals']} animals ({split['animal_keypoint_set']})" if "animals" in split else ""

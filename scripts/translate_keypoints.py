@@ -27,7 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import numpy as np  # noqa: E402
 
-from lwpose.errors import LwposeError  # noqa: E402
+from lwpose.errors import LwposeError, flag_hint  # noqa: E402
 from lwpose.evaluation.coco import keypoint_ground_truth  # noqa: E402
 from lwpose.evaluation.validation import write_json  # noqa: E402
 from lwpose.keypoints import KeypointSet, load_keypoint_set  # noqa: E402
@@ -283,7 +283,7 @@ def main(argv=None) -> int:
     try:
         return {"fit": run_fit, "evaluate": run_evaluate, "apply": run_apply}[args.command](args)
     except (LwposeError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
 
 

@@ -6,11 +6,13 @@ import importlib
 import inspect
 import os
 import pkgutil
+import re
 import subprocess
 import sys
 
 import cv2
 import numpy as np
+import pytest
 
 import lwpose
 from conftest import MMPOSE_SAMPLES, REPO_ROOT, SHARED_DATA, require_shared
@@ -69,6 +71,56 @@ def test_every_exception_lwpose_raises_derives_from_one_base():
             if isinstance(node, ast.ClassDef) and any(
                     getattr(base, "id", "").endswith(("Error", "Exception")) for base in node.bases):
                 assert "LwposeError" in [getattr(b, "id", None) for b in node.bases], (path, node.name)
+
+
+# A command written out for the user to run (another tool's flags), not a flag of the caller's own entry point.
+OTHER_TOOL_COMMAND = re.compile(r"(scripts/\w+\.py|torchrun|pip install)[^\"]*$")
+
+
+def test_library_messages_name_no_command_line_flag():
+    """Library code names files and entries; which flag to change is the entry point's to say (flag_hint)."""
+    found = []
+    for folder in ("lwpose", "datasets", "modules"):
+        for path in glob.glob(os.path.join(REPO_ROOT, folder, "**", "*.py"), recursive=True):
+            tree = ast.parse(open(path).read())
+            docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                          if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                          and node.body and isinstance(node.body[0], ast.Expr)}
+            texts, in_fstrings = [], set()
+            for node in ast.walk(tree):  # breadth first: an f-string comes before its pieces
+                if isinstance(node, ast.JoinedStr):  # its pieces read as one text
+                    in_fstrings.update(id(part) for part in node.values)
+                    texts.append((node.lineno, "".join(part.value if isinstance(part, ast.Constant) else "{}"
+                                                       for part in node.values)))
+                elif (isinstance(node, ast.Constant) and isinstance(node.value, str)
+                      and id(node) not in docstrings | in_fstrings):
+                    texts.append((node.lineno, node.value))
+            for line, text in texts:
+                for flag in re.finditer(r"(?<![\w-])--[a-z][a-z-]+", text):
+                    if not OTHER_TOOL_COMMAND.search(text[:flag.start()]):
+                        found.append(f"{os.path.relpath(path, REPO_ROOT)}:{line}: {text.strip()}")
+    assert found == []
+
+
+def test_an_entry_point_turns_the_settings_an_error_names_into_its_flags(tmp_path):
+    from lwpose.datasets.loader import InfiniteBatchSampler
+    from lwpose.errors import SettingError, flag_hint
+
+    with pytest.raises(SettingError) as caught:
+        InfiniteBatchSampler(num_samples=5, batch_size=8)
+    assert caught.value.settings == ("batch_size",) and "--" not in str(caught.value)
+    assert flag_hint(caught.value) == " (see --batch-size)"
+    require_shared(MMPOSE_SAMPLES)
+    prepared = tmp_path / "prepared.json"
+    subprocess.run([sys.executable, "scripts/prepare_train_labels.py", "--labels",
+                    os.path.join(MMPOSE_SAMPLES, "coco", "test_coco.json"), "--images-folder",
+                    os.path.join(MMPOSE_SAMPLES, "coco"), "--output-name", str(prepared)],
+                   cwd=REPO_ROOT, check=True, capture_output=True)
+    result = subprocess.run([sys.executable, "train.py", "--prepared-train-labels", str(prepared), "--batch-size",
+                             "500", "--device", "cpu", "--num-workers", "0", "--experiments-folder", str(tmp_path),
+                             "--no-progress"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert "lower the batch size (see --batch-size)" in result.stderr, result.stderr[-2000:]
 
 
 def test_importing_lwpose_loads_neither_torch_nor_numba_until_used():

@@ -102,7 +102,7 @@ def keypoint_ground_truth(data, path: str, keypoint_set: str | KeypointSet | Non
             gt_set = fallback_set
         if gt_set is None:
             raise GroundTruthError(f"ground truth {path}: its {len(names)} keypoint names match no shipped keypoint "
-                                   "set; name the set of this file (e.g. --gt-keypoints my_set.json)")
+                                   "set; name the set of this file (e.g. my_set.json)", settings=("gt_keypoints",))
     if len(names) != gt_set.num_keypoints:
         raise GroundTruthError(f"ground truth {path}: category '{categories[0].get('name')}' lists {len(names)} "
                                f"keypoints, keypoint set '{gt_set.name}' has {gt_set.num_keypoints}")

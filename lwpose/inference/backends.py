@@ -354,7 +354,8 @@ class MissingKeypointSet(BackendUnavailable):
 def _stored_keypoint_set(stored: str | None, model_path: str) -> KeypointSet:
     if stored is None:
         raise MissingKeypointSet(f"model {model_path} carries no keypoint set (it was not exported by lwpose); "
-                                 "give the keypoint set of the model it was made from")
+                                 "give the checkpoint of the model it was made from, which carries it",
+                                 settings=("checkpoint_path",))
     try:
         return load_keypoint_set(json.loads(stored))
     except (ValueError, TypeError) as e:

@@ -74,7 +74,7 @@ class VideoSource(FrameSource):
             if not os.path.exists(spec):
                 raise VideoError(f"{self.description} does not exist")
             if os.path.isdir(spec):
-                raise VideoError(f"{self.description} is a folder (give the images with --images)")
+                raise VideoError(f"{self.description} is a folder (give its images as images)", settings=("images",))
         self.capture = cv2.VideoCapture(spec)
         if not self.capture.isOpened():
             self.capture.release()

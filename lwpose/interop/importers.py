@@ -125,7 +125,7 @@ def import_reference_checkpoint(path: str, keypoint_set: str | KeypointSet = "lw
         raise CheckpointError(
             f"checkpoint {path}: {architecture.num_heatmaps} heatmaps and {architecture.num_pafs} PAFs do not fit "
             f"keypoint set '{keypoint_set.name}' ({keypoint_set.num_heatmaps}, {keypoint_set.num_pafs}); "
-            "pass the set the model was trained with (--keypoints)")
+            "give the set the model was trained with", settings=("keypoints",))
     network = build_network(architecture)
     result = network.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:

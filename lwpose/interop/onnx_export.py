@@ -93,7 +93,7 @@ def onnx_keypoint_set(path: str) -> KeypointSet:
         import onnx
     except ImportError:
         raise ExportError(f"reading the keypoint set of {path} needs the 'onnx' package: pip install onnx "
-                          "(or give --checkpoint-path)") from None
+                          "(or give the checkpoint it was exported from)", settings=("checkpoint_path",)) from None
     if not os.path.exists(path):
         raise ExportError(f"ONNX model {path} does not exist")
     try:
@@ -103,7 +103,7 @@ def onnx_keypoint_set(path: str) -> KeypointSet:
     meta = {p.key: p.value for p in model.metadata_props}
     if KEYPOINT_SET_METADATA not in meta:
         raise ExportError(f"ONNX model {path} carries no keypoint set (not written by scripts/export_onnx.py); "
-                          "give the checkpoint with --checkpoint-path too")
+                          "give the checkpoint it was exported from too", settings=("checkpoint_path",))
     return load_keypoint_set(json.loads(meta[KEYPOINT_SET_METADATA]))
 
 

@@ -157,7 +157,7 @@ def format_keypoint_table(rows: list[dict], min_score: float) -> str:
         median = "-" if row["median_score"] is None else f"{row['median_score']:.3f}"
         lines.append(f"{row['keypoint']:<20} {row['filled']:>13} {row['people']:>6} {row['below_min_score']:>10} "
                      f"{median:>13}")
-    lines.append(f"(filled: candidates scoring >= --min-score {min_score:g}; 'below min': matched people whose "
+    lines.append(f"(filled: candidates scoring >= {min_score:g}; 'below min': matched people whose "
                  "candidate scored less)")
     return "\n".join(lines)
 

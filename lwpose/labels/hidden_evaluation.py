@@ -81,7 +81,7 @@ def format_curve_table(metrics: dict) -> str:
     lines = [header]
     for point in metrics["curve"]:
         mean = point["mean"]
-        marker = "  <- --min-score" if abs(point["min_score"] - metrics["min_score"]) < 1e-9 else ""
+        marker = "  <- the minimum score used" if abs(point["min_score"] - metrics["min_score"]) < 1e-9 else ""
         lines.append(f"{point['min_score']:>9.2f} {_cell(mean['coverage']):>9} {_cell(mean['pck@0.05']):>9} "
                      f"{_cell(mean['pck@0.1']):>9}{marker}")
     return "\n".join(lines)
@@ -104,7 +104,7 @@ def plot_curve(metrics: dict, png_path: str, title: str = "") -> None:
         means = [p["mean"][metric] for p in metrics["curve"]]
         axis.plot(scores, [np.nan if v is None else v for v in means], color="black", linewidth=2.5, label="mean")
         axis.axvline(metrics["min_score"], color="grey", linestyle="--", linewidth=1)
-        axis.set_xlabel("--min-score")
+        axis.set_xlabel("minimum score")
         axis.set_ylabel(label)
         axis.set_ylim(0, 1.02)
         axis.grid(alpha=0.3)

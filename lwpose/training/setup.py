@@ -83,7 +83,8 @@ def optimizer_settings_from_config(config: dict, path: str = "<config>") -> Opti
     return settings
 
 
-def _matches(name: str, prefix: str) -> bool:
+def module_matches(name: str, prefix: str) -> bool:
+    """Is `name` the module (or parameter) `prefix` or inside it? ('model' matches 'model.0.weight', not 'models')"""
     return name == prefix or name.startswith(prefix + ".")
 
 
@@ -91,7 +92,7 @@ def _check_prefixes(network: nn.Module, prefixes, what: str) -> None:
     names = [n for n, _ in network.named_parameters()]
     modules = sorted({n.split(".")[0] for n in names})
     for prefix in prefixes:
-        if not any(_matches(n, prefix) for n in names):
+        if not any(module_matches(n, prefix) for n in names):
             raise ValueError(f"{what} '{prefix}' names no part of the network (top-level modules: "
                              f"{', '.join(modules)}; deeper parts by dotted path, e.g. 'refinement_stages.0')")
 
@@ -114,11 +115,11 @@ def parameter_groups(network: nn.Module, settings: OptimizerSettings) -> list[di
                 no_decay.add(f"{module_name}.{param_name}" if module_name else param_name)
     groups: dict[tuple, dict] = {}
     for name, param in network.named_parameters():
-        if any(_matches(name, prefix) for prefix in settings.freeze):
+        if any(module_matches(name, prefix) for prefix in settings.freeze):
             param.requires_grad_(False)
             continue
         param.requires_grad_(True)
-        matching = [p for p in settings.lr_multipliers if _matches(name, p)]
+        matching = [p for p in settings.lr_multipliers if module_matches(name, p)]
         multiplier = settings.lr_multipliers[max(matching, key=len)] if matching else 1.0
         if name.endswith(".bias"):
             multiplier *= settings.bias_lr_multiplier
@@ -193,7 +194,7 @@ def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refin
         if not weights_only:
             if "training" not in checkpoint:
                 raise CheckpointError(f"checkpoint {checkpoint_path} holds no training state to resume (imported "
-                                      "weights?); add --weights-only to start a new run from its weights")
+                                      "weights?); start a new run from its weights only", settings=("weights_only",))
             if own_set.keypoints != keypoint_set.keypoints:
                 raise CheckpointError(f"checkpoint {checkpoint_path} was trained for keypoint set '{own_set.name}', "
                                       f"the labels are in '{keypoint_set.name}'; resume needs the same set")

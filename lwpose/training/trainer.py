@@ -25,17 +25,19 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE
-from lwpose.errors import LwposeError
+from lwpose.errors import LwposeError, SettingError
 from lwpose.evaluation.best_metric import BestMetric
 from lwpose.interop.checkpoint import make_checkpoint, save_checkpoint
 from lwpose.keypoints import KeypointSet
 from lwpose.modules.loss import loss_masks, pose_loss
 from lwpose.modules.pose_network import Architecture, PoseNetwork
-from lwpose.training.setup import (AMP_DTYPES, OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
-                                   restore_rng_states, rng_states_of_rank, set_learning_rates)
+from lwpose.training.setup import (AMP_DTYPES, OptimizerSettings, ProcessGroup, capture_rng_states, module_matches,
+                                   parameter_groups, restore_rng_states, rng_states_of_rank, set_learning_rates)
 
 __all__ = ["AMP_DTYPES", "RunSettings", "Trainer", "latest_checkpoint", "TrainingInterrupted",
            "NonFiniteLossError", "CheckpointSaveError"]
+# what a user can change when a checkpoint cannot be written: resume after making room, or keep going without it
+SAVE_ERROR_SETTINGS = ("resume", "keep_going_on_save_error")
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_iter_(\d+)\.pth$")
 
 
@@ -77,7 +79,7 @@ class TrainingInterrupted(LwposeError):
         self.checkpoint = checkpoint
         super().__init__(f"{signal.Signals(signal_number).name} at iteration {iteration}: "
                          + (f"saved {checkpoint}" if checkpoint else "no checkpoint written by this process")
-                         + "; continue with --resume")
+                         + "; resume to continue", settings=("resume",))
 
 
 class NonFiniteLossError(LwposeError, FloatingPointError):
@@ -115,14 +117,20 @@ def tensor_bytes(value) -> int:
     return 0
 
 
-def latest_checkpoint(experiment_dir: str) -> str | None:
-    """The experiment's checkpoint with the highest iteration, if any."""
+def checkpoints_by_iteration(directory: str) -> list[tuple[int, str]]:
+    """(iteration, path) of every checkpoint_iter_N.pth in `directory`, newest first."""
     found = []
-    for path in glob.glob(os.path.join(experiment_dir, "checkpoints", "checkpoint_iter_*.pth")):
+    for path in glob.glob(os.path.join(directory, "checkpoint_iter_*.pth")):
         match = CHECKPOINT_PATTERN.search(path)
         if match:
             found.append((int(match.group(1)), path))
-    return max(found)[1] if found else None
+    return sorted(found, reverse=True)
+
+
+def latest_checkpoint(experiment_dir: str) -> str | None:
+    """The experiment's checkpoint with the highest iteration, if any."""
+    found = checkpoints_by_iteration(os.path.join(experiment_dir, "checkpoints"))
+    return found[0][1] if found else None
 
 
 def images_to_network_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -159,7 +167,8 @@ class Trainer:
                                           lr=optimizer_settings.base_lr, weight_decay=optimizer_settings.weight_decay,
                                           fused=True)
         if settings.amp is not None and settings.amp not in AMP_DTYPES:
-            raise ValueError(f"--amp {settings.amp}: choose one of {', '.join(AMP_DTYPES)}")
+            raise SettingError(f"mixed precision '{settings.amp}' unknown: choose one of {', '.join(AMP_DTYPES)}",
+                               settings=("amp",))
         self.amp_dtype = AMP_DTYPES.get(settings.amp) if settings.amp else None
         self.computed_dtype: torch.dtype | None = None  # the dtype the network's outputs came in, once it ran
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.amp == "fp16")
@@ -258,10 +267,7 @@ class Trainer:
         directory = self.settings.checkpoint_dir
         path = os.path.join(directory, f"checkpoint_iter_{self.iteration}.pth")
         self._write(self._checkpoint(training=True, rng_per_rank=rng_per_rank), path)
-        kept = sorted(((int(CHECKPOINT_PATTERN.search(p).group(1)), p)
-                       for p in glob.glob(os.path.join(directory, "checkpoint_iter_*.pth"))
-                       if CHECKPOINT_PATTERN.search(p)), reverse=True)
-        for _, old in kept[max(1, self.settings.keep_checkpoints):]:
+        for _, old in checkpoints_by_iteration(directory)[max(1, self.settings.keep_checkpoints):]:
             os.unlink(old)
         return path
 
@@ -271,7 +277,8 @@ class Trainer:
         try:
             save_checkpoint(checkpoint, path)
         except (OSError, RuntimeError) as e:
-            raise CheckpointSaveError(self._save_failure(e, path, checkpoint)) from e
+            raise CheckpointSaveError(self._save_failure(e, path, checkpoint),
+                                      settings=SAVE_ERROR_SETTINGS) from e
 
     def _save_failure(self, error: BaseException, path: str, checkpoint: dict) -> str:
         directory = os.path.dirname(path) or "."
@@ -291,9 +298,9 @@ class Trainer:
         else:
             why = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
         return (f"checkpoint {path} could not be written: {why}; a checkpoint needs about {_megabytes(needed)}. "
-                + (f"The last complete checkpoint, {last}, is intact: make room, then continue from it with --resume"
+                + (f"The last complete checkpoint, {last}, is intact: make room, then resume from it"
                    if last else "No complete checkpoint of this run exists yet")
-                + " (--keep-going-on-save-error trains on with a warning instead)")
+                + " (or keep going on save errors, with a warning each time)")
 
     def _save_collectively(self, write) -> str | None:
         """Run `write()` (a save) on rank 0 and let every rank know how it went: all of them stop on a failure
@@ -313,10 +320,10 @@ class Trainer:
         if message is None:
             return path
         if not self.settings.keep_going_on_save_error:
-            raise CheckpointSaveError(message)
+            raise CheckpointSaveError(message, settings=SAVE_ERROR_SETTINGS)
         self.failed_saves += 1
         if self.processes.is_main:
-            tqdm.write(f"warning: {message}; training goes on (--keep-going-on-save-error)")
+            tqdm.write(f"warning: {message}; training goes on, as asked")
         return None
 
     def _save_training_checkpoint(self) -> str | None:
@@ -359,7 +366,7 @@ class Trainer:
         self.network.train()
         for name, module in self.network.named_modules():  # frozen parts keep their BatchNorm statistics too
             if isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and any(
-                    name == p or name.startswith(p + ".") for p in self.optimizer_settings.freeze):
+                    module_matches(name, p) for p in self.optimizer_settings.freeze):
                 module.eval()
 
     def step(self, batch_iterator) -> torch.Tensor | None:
@@ -540,14 +547,14 @@ class Trainer:
             self.skipped_steps += 1
             if self.processes.is_main:
                 tqdm.write(f"warning: loss is NaN or inf at iteration {self.iteration}; step skipped "
-                           f"({self.skipped_steps} skipped so far, --skip-nonfinite-loss)")
+                           f"({self.skipped_steps} skipped so far, as asked)")
             return
         last = latest_checkpoint(self.settings.experiment_dir)
         raise NonFiniteLossError(
             f"loss is NaN or inf at iteration {self.iteration}; the step was not applied and the run stopped. "
             + (f"Last good checkpoint: {last}. " if last else "No checkpoint was written yet. ")
-            + "Resume from it with --resume (a lower --base-lr may help), or pass --skip-nonfinite-loss to skip "
-              "such steps")
+            + "Resume from it (a lower base learning rate may help), or let training skip such steps",
+            settings=("resume", "base_lr", "skip_nonfinite_loss"))
 
     def run(self) -> dict:
         previous_handlers = self._install_stop_handlers()
