@@ -81,6 +81,20 @@ def test_val_cli_reports_a_bad_ground_truth_without_a_traceback(hpe_checkpoint, 
     assert "Traceback" not in result.stderr and str(path) in result.stderr
 
 
+def test_an_images_folder_that_does_not_exist_stops_val_at_start_up(hpe_checkpoint, tmp_path):
+    """Not an AP of 0.000 with every image counted as missed: an error naming the folder, before any work."""
+    require_shared(MMPOSE_SAMPLES)
+    missing = tmp_path / "no_such_folder"
+    labels = os.path.join(MMPOSE_SAMPLES, "coco", "test_coco.json")
+    result = subprocess.run([sys.executable, "val.py", "--labels", labels, "--images-folder", str(missing),
+                             "--checkpoint-path", hpe_checkpoint,
+                             "--metrics-out", str(tmp_path / "metrics.json"), "--no-progress"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert str(missing) in result.stderr and "is not a folder" in result.stderr
+    assert "AP" not in result.stdout and not (tmp_path / "metrics.json").exists()
+
+
 def test_ground_truth_without_area_gets_it_from_the_box():
     require_shared(MMPOSE_SAMPLES)
     gt = load_keypoint_ground_truth(os.path.join(MMPOSE_SAMPLES, "aic", "test_aic.json"))
