@@ -18,8 +18,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lwpose.errors import LwposeError  # noqa: E402
-from lwpose.interop.quantize import (DEFAULT_NUM_SAMPLES, PRESETS, QuantizationError, calibration_set,  # noqa: E402
-                                     export_for_quantization, quantize_checkpoint, validation_data)
+from lwpose.interop.quantize import (DEFAULT_NUM_SAMPLES, DEFAULT_PRESET, PRESETS, QuantizationError,  # noqa: E402
+                                     calibration_set, export_for_quantization, quantize_checkpoint, validation_data)
 
 DEMO_HEIGHT = 256  # demo.py's --height-size default
 
@@ -36,8 +36,9 @@ def parse_args(argv=None):
                         help=f"calibration images in all (default {DEFAULT_NUM_SAMPLES})")
     parser.add_argument("--height-size", type=int, default=DEMO_HEIGHT,
                         help=f"network input height of the calibration images (default {DEMO_HEIGHT}, the demo's)")
-    parser.add_argument("--preset", choices=PRESETS, default="performance",
-                        help="NNCF preset: symmetric activations (performance, default) or asymmetric (mixed)")
+    parser.add_argument("--preset", choices=PRESETS, default=DEFAULT_PRESET,
+                        help=f"NNCF preset: asymmetric activation ranges (mixed) or symmetric ones (performance: a "
+                             f"few %% faster, less exact); default {DEFAULT_PRESET}")
     accuracy = parser.add_argument_group("accuracy control")
     accuracy.add_argument("--val-labels", default=None, help="COCO keypoint ground truth to measure AP on")
     accuracy.add_argument("--val-images-folder", default=None, help="folder the --val-labels images are in")
