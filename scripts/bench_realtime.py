@@ -191,23 +191,24 @@ def network_variants(args) -> list[tuple[str, dict]]:
                 ("openvino latency", dict(name="openvino", performance_hint="LATENCY")),
                 ("openvino throughput (2 in flight)", dict(name="openvino", performance_hint="THROUGHPUT"))]
     for label, path in ir_list(args.openvino_ir):
-        variants += [(f"openvino IR {label} latency", dict(name="openvino", model=path, performance_hint="LATENCY")),
-                     (f"openvino IR {label} throughput (2 in flight)",
+        variants += [(f"openvino {label} IR latency", dict(name="openvino", model=path, performance_hint="LATENCY")),
+                     (f"openvino {label} IR throughput (2 in flight)",
                       dict(name="openvino", model=path, performance_hint="THROUGHPUT"))]
     return variants
 
 
 def ir_list(specs) -> list[tuple[str, str]]:
-    """(label, path) of each IR given as PATH or LABEL=PATH; a bare path is labelled with its file name and, for
-    Open Model Zoo's layout (<name>/<precision>/<name>.xml), its precision folder."""
+    """(label, path) of each IR given as PATH or LABEL=PATH ('' gives none); a bare path is labelled INT8 when it
+    lies in an INT8 precision folder (Open Model Zoo's layout, <name>/FP16-INT8/<name>.xml), else by its file name."""
     result = []
     for spec in specs or []:
+        if not spec:
+            continue
         label, sep, path = spec.partition("=")
-        if not sep or os.sep in label or not label:
+        if not sep or not label or os.sep in label:
             path = spec
-            stem = os.path.splitext(os.path.basename(path))[0]
             folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
-            label = f"{stem} {folder}" if folder.upper().startswith("FP") else stem
+            label = "INT8" if "INT8" in folder.upper() else os.path.splitext(os.path.basename(path))[0]
         result.append((label, path))
     return result
 
@@ -292,7 +293,7 @@ def demo_variants(args) -> list[tuple[str, list[str]]]:
     backends = args.backends or (["torch"] if args.device.startswith("cuda") else installed_backends())
     variants = [(backend, ["--backend", backend]) for backend in backends]
     if not args.device.startswith("cuda") and "openvino" in installed_backends():
-        variants += [(f"openvino IR {label}", ["--backend", "openvino", "--openvino-ir", path])
+        variants += [(f"openvino {label} IR", ["--backend", "openvino", "--openvino-ir", path])
                      for label, path in ir_list(args.openvino_ir)]
     return variants
 
@@ -343,7 +344,7 @@ def _int8_ir(parser: argparse.ArgumentParser) -> None:
                         help="also time OpenVINO on these IRs of the checkpoint's network, each a row labelled "
                              "LABEL or by its file name, e.g. an INT8 one from scripts/quantize.py (default: Open "
                              "Model Zoo's INT8 human-pose-estimation-0001 in ../shared when present; none with the "
-                             "flag alone)")
+                             "flag alone or '')")
 
 
 def register(subparsers) -> None:
