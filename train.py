@@ -6,14 +6,20 @@
     python train.py --mix recipe.json ...             # several datasets at once (datasets/mix_recipe.py)
     python train.py ... --resume                      # continue the experiment from its latest checkpoint
 
-Outputs go to runs/EXPERIMENT/: checkpoints/ (checkpoint_iter_N.pth, best.pth by val AP), log.csv, val_log.csv,
-tensorboard/.
+Outputs go to runs/EXPERIMENT/: checkpoints/ (checkpoint_iter_N.pth; with --val-labels or --val-mix
+best_<metric>_iter_N.pth, the best by --save-best, and best.pth linking to it), log.csv, val_log.csv, tensorboard/.
 """
 import argparse
 import json
 import os
 import shutil
 import sys
+import traceback
+
+try:
+    import lwpose  # noqa: F401  (first: it checks the installed torch before anything needs a newer one)
+except ImportError as e:
+    sys.exit(f"error: {e}")
 
 import torch
 
@@ -23,17 +29,20 @@ from lwpose.datasets.mix_recipe import load_mix_recipe, prepare_mixed_labels
 from lwpose.datasets.mix_sampler import mixed_sampler_for
 from lwpose.datasets.pose_dataset import CACHE_MODES, DEFAULT_MAX_BAD_IMAGE_SHARE, PoseTrainingDataset, TargetConfig
 from lwpose.datasets.prepared_labels import PreparedLabels, PreparedLabelsError, load_prepared_labels
+from lwpose.evaluation.best_metric import BestMetric, MetricError
 from lwpose.evaluation.coco import GroundTruthError
 from lwpose.images import ImageReadError
-from lwpose.interop.checkpoint import CheckpointError
+from lwpose.interop.checkpoint import CheckpointError, load_checkpoint
 from lwpose.keypoints import KeypointSetError
 from lwpose.modules.pose_network import VARIANTS
 from lwpose.training.growing import format_changes
-from lwpose.training.setup import (FINE_TUNE_RECIPE, FineTuneRecipe, OptimizerSettings, describe_recipe,
-                                   drop_fractions, init_processes, optimizer_settings_from_config, seed_everything,
-                                   set_deterministic, starting_network)
-from lwpose.training.trainer import (AMP_DTYPES, NonFiniteLossError, RunSettings, Trainer, TrainingInterrupted,
-                                     Validator, latest_checkpoint)
+from lwpose.training.setup import (DEFAULT_DIST_TIMEOUT_MINUTES, FINE_TUNE_RECIPE, FineTuneRecipe, OptimizerSettings,
+                                   ProcessGroup, ProcessSetupError, check_amp, describe_recipe, drop_fractions,
+                                   init_processes, optimizer_settings_from_config, seed_everything, set_deterministic,
+                                   starting_network)
+from lwpose.training.trainer import (AMP_DTYPES, CheckpointSaveError, NonFiniteLossError, RunSettings, Trainer,
+                                     TrainingInterrupted, latest_checkpoint)
+from lwpose.training.validators import MixValidator, Validator
 
 DEFAULT_OPTIMIZER = OptimizerSettings()
 DEFAULT_AUGMENTATION = AugmentationConfig()
@@ -193,7 +202,9 @@ def parse_args(argv=None):
     optim.add_argument("--max-iterations", type=int, default=None, help="stop after this many iterations in all")
     optim.add_argument("--max-minutes", type=float, default=None,
                        help="stop after this much training time (summed over resumes), even short of the iterations")
-    optim.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None, help="mixed precision")
+    optim.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
+                       help="mixed precision: bf16 (GPUs of compute capability 8.0 on, and CPUs) or fp16 (with loss "
+                            "scaling; any GPU)")
     optim.add_argument("--channels-last", action="store_true",
                        help="keep activations in (N, H, W, C) memory order: faster CPU training of small networks")
     optim.add_argument("--skip-nonfinite-loss", action="store_true",
@@ -210,8 +221,21 @@ def parse_args(argv=None):
     run.add_argument("--log-after", type=int, default=100, help="log every N iterations")
     run.add_argument("--checkpoint-after", type=int, default=5000, help="checkpoint every N iterations")
     run.add_argument("--keep-checkpoints", type=int, default=3, help="how many recent checkpoints to keep")
+    run.add_argument("--keep-going-on-save-error", action="store_true",
+                     help="a checkpoint that cannot be written (a full disk) only warns; without it the run stops")
+    run.add_argument("--dist-timeout-minutes", type=float, default=DEFAULT_DIST_TIMEOUT_MINUTES,
+                     help="under torchrun: how long a process waits for the others at any collective step before "
+                          f"the run stops (default {DEFAULT_DIST_TIMEOUT_MINUTES:g})")
     run.add_argument("--val-after", type=int, default=5000, help="validate every N iterations")
     run.add_argument("--val-labels", default=None, help="COCO keypoint ground truth to validate on")
+    run.add_argument("--val-mix", default=None, metavar="RECIPE",
+                     help="validate on every dataset of this mix recipe instead, each on its own keypoints (as "
+                          "val.py --mix): metrics per dataset (dataset/AP, dataset/PCK@0.1, dataset/PCKh@0.5, ...) "
+                          "and their weighted mean (mean/AP, ...)")
+    run.add_argument("--save-best", default=None, metavar="METRIC",
+                     help="the metric that picks the best checkpoint (best_<metric>_iter_<N>.pth, best.pth links "
+                          "to it): a name the validation reports (AP; with --val-mix mpii/PCKh@0.5, mean/AP, ...) "
+                          "or a weighted sum, e.g. '0.5*coco/AP+0.5*mpii/PCKh@0.5' (default AP, or mean/AP)")
     run.add_argument("--val-images-folder", default=None)
     run.add_argument("--val-height-size", type=int, default=368)
     run.add_argument("--val-max-images", type=int, default=None)
@@ -279,48 +303,123 @@ def training_labels(args, recipe, say) -> PreparedLabels:
     return prepare_mixed_labels(recipe, report=say)
 
 
+SETUP_ERRORS = (PreparedLabelsError, CheckpointError, GroundTruthError, KeypointSetError, ValueError, OSError)
+
+
+def describe_failure(error: BaseException) -> str:
+    """One line for a set-up failure: ours say what is wrong; anything else also names its kind."""
+    if isinstance(error, SETUP_ERRORS):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
+
+
+def stop_on_failures(processes: ProcessGroup, error: BaseException | None) -> bool:
+    """Under torchrun, every rank learns whether any rank's set-up failed, so that all of them exit together with
+    its message instead of waiting for the failed one until the distributed timeout. Returns True when the run must
+    stop; each failed rank prints its own message, one process per machine the others'."""
+    message = None if error is None else describe_failure(error)
+    failures = processes.agree_on_failures(message)
+    if not failures:
+        return False
+    if message is not None:
+        if not isinstance(error, SETUP_ERRORS):
+            traceback.print_exception(error)
+        print(f"error: {message}", file=sys.stderr)
+    elif processes.local_rank == 0:
+        for rank, host, text in failures:
+            print(f"error: rank {rank} (on {host}) failed at start-up: {text}", file=sys.stderr)
+    if processes.distributed:
+        torch.distributed.destroy_process_group()  # every rank is here: all leave the group together
+    return True
+
+
+def make_validator(args, keypoint_set):
+    """The validation --val-labels or --val-mix asks for, and the metric --save-best names (checked now, before any
+    training, against the names the validation reports)."""
+    if args.val_labels and args.val_mix:
+        raise ValueError("give --val-labels or --val-mix, not both")
+    validator = None
+    if args.val_labels:
+        if not args.val_images_folder:
+            raise ValueError("--val-labels needs --val-images-folder")
+        validator = Validator(args.val_labels, args.val_images_folder, args.val_height_size, args.val_max_images)
+    elif args.val_mix:
+        validator = MixValidator(args.val_mix, keypoint_set, args.val_height_size, args.val_max_images)
+    if validator is None:
+        if args.save_best:
+            raise ValueError("--save-best needs a validation: give --val-labels or --val-mix")
+        return None, None
+    text = args.save_best or validator.default_metric
+    if args.val_mix and text in ("AP", "PCK@0.05", "PCK@0.1", "PCKh@0.5"):
+        text = f"mean/{text}"  # over a mix, a plain name means the weighted mean
+    try:
+        return validator, BestMetric.parse(text, validator.metric_names)
+    except MetricError as e:
+        raise ValueError(f"--save-best: {e}") from None
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     set_deterministic(args.deterministic)
-    processes = init_processes(args.device)
+    try:
+        processes = init_processes(args.device, args.dist_timeout_minutes)
+    except ProcessSetupError as e:
+        print(f"error: --device {args.device}: {e}", file=sys.stderr)
+        return 2
     say = print if processes.is_main else (lambda *a, **k: None)
     experiment_dir = os.path.join(args.experiments_folder, args.experiment_name)
+    # Set-up runs in two local parts, each closed by all ranks agreeing that nobody failed; between them rank 0
+    # sends the checkpoint to continue from, so that ranks on other machines need no copy of it.
+    error = None
+    checkpoint_path, weights_only, checkpoint = args.checkpoint_path, args.weights_only, None
     try:
         if args.resume and args.overwrite:
             raise ValueError("--resume continues the earlier run, --overwrite deletes it: give one of them")
-        earlier = [] if args.resume else earlier_run(experiment_dir)
+        # rank 0 alone looks (the folder may be on its disk only); its refusal stops every rank
+        earlier = [] if args.resume or not processes.is_main else earlier_run(experiment_dir)
         if earlier and not args.overwrite:
             raise ValueError(f"{experiment_dir} holds an earlier run ({', '.join(earlier)}); continue it with "
                              "--resume, delete it and start anew with --overwrite, or give another --experiment-name")
         recipe = load_mix_recipe(args.mix) if args.mix else None
         labels = training_labels(args, recipe, say)
-        checkpoint_path, weights_only = args.checkpoint_path, args.weights_only
-        if args.resume:
-            checkpoint_path, weights_only = latest_checkpoint(experiment_dir), False
-            if checkpoint_path is None:
-                raise CheckpointError(f"--resume: no checkpoint in {experiment_dir}/checkpoints")
-        seed_everything(args.seed)
-        start = starting_network(labels.keypoint_set, args.variant, args.num_refinement_stages, checkpoint_path,
-                                 weights_only, args.from_mobilenet, args.num_channels, args.backbone_width)
         settings = optimizer_settings(args)
+        if args.max_minutes is not None and args.max_minutes <= 0:
+            raise ValueError(f"--max-minutes {args.max_minutes:g}: give a positive time")
+        try:
+            check_amp(args.amp, processes.device)
+        except ValueError as e:
+            raise ValueError(f"--amp {args.amp}: {e}") from None
+        validator, best_metric = make_validator(args, labels.keypoint_set)
+        dataset = PoseTrainingDataset(
+            labels, [args.train_images_folder] * len(labels.sources) if args.train_images_folder else None,
+            augmentation_config(args), TargetConfig(args.sigma, args.paf_thickness), seed=args.seed,
+            image_cache=args.image_cache, cache_budget_mb=args.image_cache_mb,
+            progress=processes.is_main and not args.no_progress, max_bad_image_share=args.max_bad_image_share)
+        if processes.is_main:
+            if args.resume:
+                checkpoint_path, weights_only = latest_checkpoint(experiment_dir), False
+                if checkpoint_path is None:
+                    raise CheckpointError(f"--resume: no checkpoint in {experiment_dir}/checkpoints")
+            if checkpoint_path:
+                checkpoint = load_checkpoint(checkpoint_path)
+    except Exception as e:  # any failure: the other ranks must hear of it
+        error = e
+    if stop_on_failures(processes, error):
+        return 2
+    if checkpoint_path or args.resume:
+        checkpoint_path, checkpoint = processes.broadcast_from_main((checkpoint_path, checkpoint))
+    try:
+        seed_everything(args.seed + processes.rank)  # each rank its own random stream (DDP copies rank 0's weights)
+        start = starting_network(labels.keypoint_set, args.variant, args.num_refinement_stages, checkpoint_path,
+                                 weights_only, args.from_mobilenet, args.num_channels, args.backbone_width,
+                                 checkpoint=checkpoint)
+        del checkpoint
         given = given_optimizer_items(args)
         recipe_items = []
         if start.training_state is not None:  # a resumed run takes again what its start took from the recipe
             recipe_items = FineTuneRecipe.restore(settings, start.training_state.get("optimizer_settings", {}), given)
         elif start.reshaped and not args.no_fine_tune_recipe:
             recipe_items = FINE_TUNE_RECIPE.apply(settings, given)
-        if args.max_minutes is not None and args.max_minutes <= 0:
-            raise ValueError(f"--max-minutes {args.max_minutes:g}: give a positive time")
-        validator = None
-        if args.val_labels:
-            if not args.val_images_folder:
-                raise ValueError("--val-labels needs --val-images-folder")
-            validator = Validator(args.val_labels, args.val_images_folder, args.val_height_size, args.val_max_images)
-        dataset = PoseTrainingDataset(
-            labels, [args.train_images_folder] * len(labels.sources) if args.train_images_folder else None,
-            augmentation_config(args), TargetConfig(args.sigma, args.paf_thickness), seed=args.seed,
-            image_cache=args.image_cache, cache_budget_mb=args.image_cache_mb,
-            progress=processes.is_main and not args.no_progress, max_bad_image_share=args.max_bad_image_share)
         iteration = start.training_state["iteration"] if start.training_state else 0
         batch_note = None
         if args.batch_size is None:
@@ -337,8 +436,9 @@ def main(argv=None) -> int:
             sampler = mixed_sampler_for(labels, recipe.source_ratios, [s.sample_ratio_factor for s in recipe.sources],
                                         args.batch_size, args.seed, iteration * args.batches_per_iter,
                                         processes.rank, processes.world_size)
-    except (PreparedLabelsError, CheckpointError, GroundTruthError, KeypointSetError, ValueError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except Exception as e:
+        error = e
+    if stop_on_failures(processes, error):
         return 2
     if args.max_iterations:
         total = args.max_iterations
@@ -355,7 +455,8 @@ def main(argv=None) -> int:
               "world_size": processes.world_size, "augmentation": repr(dataset.augmentation),
               **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})},
         skip_nonfinite_loss=args.skip_nonfinite_loss, channels_last=args.channels_last,
-        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes)
+        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+        keep_going_on_save_error=args.keep_going_on_save_error)
     num_workers = default_num_workers() if args.num_workers is None else args.num_workers
     loader = make_train_loader(dataset, sampler, num_workers, pin_memory=processes.device.type == "cuda")
     if earlier and processes.is_main:  # --overwrite: only now that everything else is known to start
@@ -363,8 +464,8 @@ def main(argv=None) -> int:
         say(f"--overwrite: deleted the earlier run in {experiment_dir} ({', '.join(earlier)})")
     try:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
-                          settings, validator, start.training_state, start.new_channels)
-    except ValueError as e:
+                          settings, validator, start.training_state, start.new_channels, best_metric)
+    except ValueError as e:  # the same on every rank: each stops with it
         print(f"error: {e}", file=sys.stderr)
         return 2
     say(f"network: {start.architecture.variant}, {start.architecture.num_refinement_stages} refinement stage(s), "
@@ -396,6 +497,11 @@ def main(argv=None) -> int:
     except ImageReadError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except CheckpointSaveError as e:
+        all_ranks_finish = True  # a failed save is agreed on by all ranks before any acts on it
+        if processes.is_main:
+            print(f"error: {e}", file=sys.stderr)
+        return 1
     except NonFiniteLossError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
@@ -409,7 +515,11 @@ def main(argv=None) -> int:
     say(f"done: iteration {result['iteration']} after {result['train_seconds'] / 60:.1f} minutes of training, "
         f"loss {result['loss']:.4f}"
         + (f", {result['skipped_steps']} steps skipped (NaN or inf loss)" if result["skipped_steps"] else "")
-        + (f", best val AP {result['best_ap']:.4f}" if result["best_ap"] is not None else ""))
+        + (f", {result['failed_saves']} checkpoint(s) could not be written (last complete one: "
+           f"{latest_checkpoint(experiment_dir)})" if result["failed_saves"] else "")
+        + (f", best {result['best_metric']} {result['best_value']:.4f}" if result["best_value"] is not None else "")
+        + (f"; amp {args.amp}: the network computed in {str(result['computed_dtype']).removeprefix('torch.')}"
+           if args.amp and result["computed_dtype"] is not None else ""))
     return 0
 
 

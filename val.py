@@ -13,11 +13,15 @@ import argparse
 import os
 import sys
 
-from lwpose.datasets.mix_recipe import evaluation_ground_truth, load_mix_recipe, output_keypoint_indices
+from lwpose.datasets.mix_evaluation import evaluation_sets
+from lwpose.datasets.mix_evaluation import validate_mix as validate_mix_sets
+from lwpose.datasets.mix_recipe import load_mix_recipe
 from lwpose.errors import LwposeError
-from lwpose.evaluation.coco import (METRIC_NAMES, format_metric, ground_truth_in_set, keypoint_ground_truth,
+from lwpose.evaluation.coco import (METRIC_NAMES, format_metric, ground_truth_in_set,
                                     load_keypoint_ground_truth)
-from lwpose.evaluation.validation import dataset_row, format_dataset_table, validate_coco, weighted_mean, write_json
+from lwpose.evaluation.per_keypoint import format_per_keypoint
+from lwpose.evaluation.validation import format_dataset_table, validate_coco, write_json
+from lwpose.evaluation.visualize import write_visualisations
 from lwpose.inference.backends import MissingKeypointSet
 from lwpose.inference.estimator import PoseEstimator
 
@@ -64,10 +68,21 @@ def parse_args(argv=None):
                         help="score this OpenVINO IR instead (e.g. an INT8 one from scripts/quantize.py); one made "
                              "outside lwpose takes its keypoint set from --checkpoint-path")
     parser.add_argument("--max-images", type=int, default=None, help="evaluate only the first N images")
+    parser.add_argument("--per-keypoint", action="store_true",
+                        help="print PCK per keypoint, and per body part where the names say it (head, shoulder, ...)")
+    parser.add_argument("--vis-dir", default=None, metavar="DIR",
+                        help="write pictures of predictions beside the ground truth here (with --mix, a folder per "
+                             "dataset), and worst_images.jpg, a contact sheet of the worst images by OKS")
+    parser.add_argument("--vis-every", type=int, default=1, metavar="N",
+                        help="with --vis-dir: a picture of every N-th image (default 1: all; 0: only the sheet)")
+    parser.add_argument("--vis-worst", type=int, default=16, metavar="K",
+                        help="with --vis-dir: the contact sheet shows the K worst images (default 16; 0: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     if args.checkpoint_path is None and args.openvino_ir is None:
         parser.error("give the model: --checkpoint-path or --openvino-ir")
+    if args.vis_every < 0 or args.vis_worst < 0:
+        parser.error("--vis-every and --vis-worst cannot be negative")
     if args.output_dir:
         args.metrics_out = args.metrics_out or os.path.join(args.output_dir, "metrics.json")
         args.output_name = args.output_name or os.path.join(args.output_dir, "detections.json")
@@ -141,9 +156,10 @@ def main(argv=None) -> int:
     if missing:
         print(f"note: the model does not predict {missing}; they count as missed")
     report = validate_coco(estimator, gt, args.images_folder, progress=not args.no_progress,
-                           max_images=args.max_images, mapping=mapping)
+                           max_images=args.max_images, mapping=mapping, pck=args.per_keypoint)
     if args.output_name:
         write_json(report.detections, args.output_name)
+    look_closer(args, gt, report, args.images_folder, args.vis_dir, gt.keypoint_set.name)
     print(report.metrics["summary"] if "summary" in report.metrics else "no detections")
     if report.unreadable:
         print(f"{len(report.unreadable)} of {report.num_images} images could not be read and count as missed: "
@@ -163,6 +179,19 @@ def written_outputs(args) -> str:
     written = [w for w in written if w]
     return ("wrote " + ", ".join(written)) if written else \
         "metrics and detections not written (--output-dir DIR keeps both)"
+
+
+def look_closer(args, gt, report, images_folder: str, vis_dir: str | None, title: str) -> None:
+    """What --per-keypoint and --vis-dir ask for, of one dataset's validation."""
+    if args.per_keypoint:
+        print(format_per_keypoint(report.metrics["per_keypoint"], f"per keypoint: {title}"))
+    if vis_dir:
+        images = gt.images[:args.max_images] if args.max_images else gt.images
+        pictures = write_visualisations(gt, report.detections, images_folder, vis_dir, args.vis_every,
+                                        args.vis_worst, progress=not args.no_progress,
+                                        image_ids=[image["id"] for image in images])
+        print(f"pictures: {len(pictures.pictures)} in {vis_dir}"
+              + (f"; the {len(pictures.worst)} worst images by OKS in {pictures.sheet}" if pictures.sheet else ""))
 
 
 def make_estimator(args) -> PoseEstimator:
@@ -196,34 +225,29 @@ def validate_mix(args) -> int:
     try:
         estimator = make_estimator(args)
         keypoint_set = estimator.keypoint_set
-        recipe = load_mix_recipe(args.mix)
-        datasets = []
-        for source in recipe.sources:
-            data, images_folder = evaluation_ground_truth(source, recipe)
-            gt = keypoint_ground_truth(data, source.val_labels or source.labels, source.keypoint_set)
-            datasets.append((source, gt, images_folder, output_keypoint_indices(source, keypoint_set, recipe)))
+        sets = evaluation_sets(load_mix_recipe(args.mix), keypoint_set)
     except (LwposeError, ValueError) as e:
         print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
     if estimator.flip_note:
         print(f"note: --{estimator.flip_note}")
-    rows, detections = [], {}
-    for source, gt, images_folder, mapping in datasets:
-        unscored = [n for n, i in zip(source.keypoint_set.keypoints, mapping) if i < 0]
-        if unscored:
-            print(f"note: {source.name}: the model has no keypoint for {unscored}; they count as missed in AP and "
-                  "are left out of PCK")
-        report = validate_coco(estimator, gt, images_folder, progress=not args.no_progress,
-                               max_images=args.max_images, mapping=mapping, pck=True)
-        rows.append(dataset_row(source.name, gt, report))
-        detections[source.name] = report.detections
-    mean = weighted_mean(rows, tuple(args.pck_keypoints))
-    print(format_dataset_table(rows, mean, tuple(args.pck_keypoints)))
+    for evaluation in sets:
+        if evaluation.unscored:
+            print(f"note: {evaluation.name}: the model has no keypoint for {evaluation.unscored}; they count as missed "
+                  "in AP and are left out of PCK")
+    result = validate_mix_sets(estimator, sets, progress=not args.no_progress, max_images=args.max_images,
+                               keypoints=tuple(args.pck_keypoints))
+    for evaluation, report in zip(sets, result.reports):
+        look_closer(args, evaluation.gt, report, evaluation.images_folder,
+                    args.vis_dir and os.path.join(args.vis_dir, evaluation.name), evaluation.name)
+    print(format_dataset_table(result.rows, result.mean, tuple(args.pck_keypoints)))
     if args.output_name:
-        write_json(detections, args.output_name)
+        write_json({evaluation.name: report.detections for evaluation, report in zip(sets, result.reports)},
+                   args.output_name)
     if args.metrics_out:
-        write_json({"datasets": {row["dataset"]: row for row in rows}, "weighted_mean": mean, "recipe": args.mix,
-                    "keypoint_set": keypoint_set.name, **run_description(args)}, args.metrics_out)
+        write_json({"datasets": {row["dataset"]: row for row in result.rows}, "weighted_mean": result.mean,
+                    "recipe": args.mix, "keypoint_set": keypoint_set.name, **run_description(args)},
+                   args.metrics_out)
     print(written_outputs(args))
     return 0
 

@@ -16,6 +16,7 @@ import numpy as np
 from lwpose.errors import LwposeError
 from lwpose.evaluation.coco import COCO_COORDINATE_OFFSET, GroundTruthError, image_path
 from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set, shipped_set_names
+from lwpose.labels.filled_file import PseudoLabelError, read_header, read_scores
 
 # OpenCV refuses to decode larger images (CV_IO_MAX_IMAGE_PIXELS), and an ignore mask of a larger declared size
 # would take gigabytes.
@@ -34,10 +35,13 @@ class CocoPerson:
     area: float
     iscrowd: bool
     segmentation: object = None  # as in the file (polygons, RLE with compressed or uncompressed counts) or None
+    pseudo: np.ndarray | None = None  # (K,) bool in a filled file (lwpose/labels/filled_file.py): pseudo-labels
 
     @property
     def num_labelled(self) -> int:
-        return int(np.count_nonzero(self.keypoints[:, 2] > 0))
+        """Keypoints the source labels for this person (pseudo-labels not counted)."""
+        present = self.keypoints[:, 2] > 0
+        return int(np.count_nonzero(present if self.pseudo is None else present & ~self.pseudo))
 
 
 @dataclass
@@ -54,6 +58,8 @@ class CocoKeypointFile:
     path: str
     keypoint_set: KeypointSet  # the set the file is labelled in
     images: list[CocoImage]
+    # A filled file's keypoints its source labels (K,) bool (the rest: pseudo-labels or unlabelled); None otherwise.
+    labelled: np.ndarray | None = None
 
 
 def _finite(value) -> bool:
@@ -152,6 +158,10 @@ def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSe
     keypoint_set = detect_source_set(path, named[0]["keypoints"] if named else None, target, source)
     mismatch_of_category = {cid: _name_mismatch(keypoint_set, c["keypoints"])
                             for cid, c in categories.items() if isinstance(c.get("keypoints"), list)}
+    try:
+        file_labelled = read_header(data, path, keypoint_set)
+    except PseudoLabelError as e:
+        raise AnnotationError(str(e)) from None
 
     images: dict = {}
     for i, info in enumerate(data["images"]):
@@ -197,8 +207,25 @@ def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSe
         if not _finite(area) or area < 0:
             area = bbox[2] * bbox[3]  # AIC and CrowdPose carry no area
         segmentation = ann.get("segmentation") or None
-        image.people.append(CocoPerson(ann["id"], keypoints, bbox, float(area), iscrowd, segmentation))
-    return CocoKeypointFile(path, keypoint_set, list(images.values()))
+        pseudo = None if file_labelled is None else _read_pseudo(ann, keypoints, file_labelled, keypoint_set, where)
+        image.people.append(CocoPerson(ann["id"], keypoints, bbox, float(area), iscrowd, segmentation, pseudo))
+    return CocoKeypointFile(path, keypoint_set, list(images.values()), file_labelled)
+
+
+def _read_pseudo(ann: dict, keypoints: np.ndarray, labelled: np.ndarray, keypoint_set: KeypointSet,
+                 where: str) -> np.ndarray:
+    """(K,) bool pseudo-labels of an annotation of a filled file; every keypoint the source does not label is either
+    a pseudo-label (present) or unlabelled (v = 0)."""
+    try:
+        pseudo = read_scores(ann, len(keypoints), labelled, where) > 0
+    except PseudoLabelError as e:
+        raise AnnotationError(str(e)) from None
+    present = keypoints[:, 2] > 0
+    for j in np.flatnonzero(pseudo != (present & ~labelled)):
+        state = "is marked as a pseudo-label but has v=0" if pseudo[j] else \
+            "is not labelled by the source nor a pseudo-label, yet has v > 0"
+        raise AnnotationError(f"{where}: keypoint {j} ('{keypoint_set.keypoints[j]}') {state}")
+    return pseudo
 
 
 def _read_keypoints(values, count: int, keypoint_set: KeypointSet, where: str, required: bool) -> np.ndarray:

@@ -25,7 +25,9 @@ sources[]: `format` "coco" (COCO keypoint JSON) or "mpii" (MPII's list format, d
   none: in proportion to each source's samples per epoch); `sample_ratio_factor` this source's samples per epoch
   as a multiple of its size (default 1); `output_keypoint_indices` which model keypoint each of the source's keypoints
   is scored with in val.py --mix (-1: none; default: the inverse of the conversion); `val_labels` and
-  `val_images_folder` what val.py --mix scores (default: `labels` and `images_folder`).
+  `val_images_folder` what val.py --mix scores (default: `labels` and `images_folder`); `pseudo_weight` the loss
+  weight of the pseudo-labels of a filled file (scripts/pseudo_label.py; `labels` is then the filled file and
+  `keypoints` the model's set it is written in; default 0.5; val.py --mix should get the source's own `val_labels`).
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ from lwpose.datasets.mpii_reader import read_mpii_keypoints
 from lwpose.datasets.prepared_labels import (PreparedLabels, SelectionSettings, build_prepared_labels,
                                              combine_prepared_labels)
 from lwpose.errors import LwposeError
-from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set
+from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set, names_a_file
 from lwpose.keypoints.union import build_union_set
 
 FORMATS = ("coco", "mpii")
@@ -51,7 +53,7 @@ MODES = ("merge", "combine")
 RECIPE_ENTRIES = ("name", "description", "target", "sources", "selection")
 TARGET_ENTRIES = ("mode", "keypoints", "union")
 SOURCE_ENTRIES = ("name", "format", "labels", "images_folder", "keypoints", "keypoint_map", "source_ratio",
-                  "sample_ratio_factor", "output_keypoint_indices", "val_labels", "val_images_folder")
+                  "sample_ratio_factor", "output_keypoint_indices", "val_labels", "val_images_folder", "pseudo_weight")
 RATIO_TOLERANCE = 1e-3
 
 
@@ -72,6 +74,7 @@ class MixSource:
     output_keypoint_indices: tuple[int, ...] | None = None
     val_labels: str | None = None
     val_images_folder: str | None = None
+    pseudo_weight: float | None = None  # loss weight of a filled file's pseudo-labels (None: the default)
     entry: str = ""  # where it stands in the recipe, for messages: "sources[1] ('aic')"
 
 
@@ -132,7 +135,7 @@ def load_mix_recipe(path: str) -> MixRecipe:
         if not isinstance(value, str) or not value:
             raise fail(entry, f"{value!r}: expected a keypoint set (a shipped name or a JSON file)")
         try:
-            if isinstance(value, str) and (value.lower().endswith(".json") or "/" in value):
+            if names_a_file(value):
                 value = resolve(value, entry, "file")
             return load_keypoint_set(value)
         except KeypointSetError as e:
@@ -156,7 +159,7 @@ def load_mix_recipe(path: str) -> MixRecipe:
         union = dict(target_data["union"]) if isinstance(target_data["union"], dict) else target_data["union"]
         if isinstance(union, dict) and isinstance(union.get("sets"), list):
             union["sets"] = [resolve(s, f"target.union.sets[{i}]", "file")
-                             if isinstance(s, str) and (s.lower().endswith(".json") or "/" in s) else s
+                             if isinstance(s, str) and names_a_file(s) else s
                              for i, s in enumerate(union["sets"])]
         try:
             target = build_union_set(union, where=f"recipe {path}: target.union")
@@ -197,6 +200,13 @@ def load_mix_recipe(path: str) -> MixRecipe:
                 if not _number(value) or value <= 0:
                     raise fail(f"{entry}.{key}", f"{value!r}: expected a positive number")
                 setattr(source, key, float(value))
+        if "pseudo_weight" in entry_data:
+            value = entry_data["pseudo_weight"]
+            if not _number(value) or not 0 <= value <= 1:
+                raise fail(f"{entry}.pseudo_weight", f"{value!r}: expected a loss weight between 0 and 1")
+            if entry_data["format"] != "coco":
+                raise fail(f"{entry}.pseudo_weight", "pseudo-labels come in filled COCO files (format 'coco')")
+            source.pseudo_weight = float(value)
         indices = entry_data.get("output_keypoint_indices")
         if indices is not None:
             if not isinstance(indices, list) or len(indices) != source.keypoint_set.num_keypoints or not all(
@@ -300,7 +310,7 @@ def prepare_mixed_labels(recipe: MixRecipe, progress: bool = False, report=print
             raise recipe.fail(source.entry, f"none of its {len(coco.images)} images is in {source.images_folder}")
         try:
             part = build_prepared_labels(coco, recipe.target, recipe.selection, source.images_folder, set(missing),
-                                         source.name, source.keypoint_map)
+                                         source.name, source.keypoint_map, source.pseudo_weight)
         except AnnotationError as e:
             raise recipe.fail(source.entry, str(e)) from None
         if not len(part):
@@ -326,6 +336,8 @@ def describe_source(part: PreparedLabels, source: MixSource, recipe: MixRecipe) 
     line += f"; unlabelled in '{recipe.target.name}': {', '.join(unlabelled) or 'none'}"
     if dropped:
         line += f"; dropped: {', '.join(dropped)}"
+    if "pseudo_keypoints" in part.summary:
+        line += f"; {part.summary['pseudo_keypoints']} pseudo-labels (loss weight {converted.pseudo_weight:g})"
     return line
 
 

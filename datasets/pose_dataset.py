@@ -24,7 +24,8 @@ from lwpose.datasets.augmentation import (AugmentationConfig, AugmentParams, app
                                           crop_scale, flip_keypoints, flip_matrix, reduced_to_full,
                                           sample_augment_params, transform_keypoints)
 from lwpose.datasets.prepared_labels import PreparedLabels
-from lwpose.datasets.targets import background_loss_map, channel_loss_masks
+from lwpose.datasets.targets import (background_loss_map, channel_loss_masks, person_keypoint_weights,
+                                     pseudo_label_weight_maps)
 from lwpose.evaluation.coco import image_path
 from lwpose.images import ImageReadError
 
@@ -112,7 +113,9 @@ class PoseTrainingDataset(Dataset):
     """Samples of prepared labels as dicts of numpy arrays:
     image (S, S, 3) uint8 BGR, heatmaps (K + 1, S/8, S/8), pafs (2L, S/8, S/8), mask (S/8, S/8) (0 in ignore
     regions), heatmap_channel_mask (K + 1,), paf_channel_mask (2L,), background_mask (S/8, S/8) (where the
-    background keeps its weight for a source with unlabelled keypoints), source (index into the labels' sources).
+    background keeps its weight for a source with unlabelled keypoints), source (index into the labels' sources);
+    when a source has pseudo-labels, also heatmap_weights (K + 1, S/8, S/8) and paf_weights (2L, S/8, S/8): loss
+    weights per channel and cell (datasets/targets.py, `pseudo_label_weight_maps`; ones for other sources).
     A dataset of another kind (e.g. several sources combined) fits the loader by offering the same
     `sample_layout()` and `sample_for_key(key, out)`."""
 
@@ -149,6 +152,11 @@ class PoseTrainingDataset(Dataset):
                 self._ignore_maps[i] = ignore_fraction_map(im.ignore, im.height, im.width)
         self._channel_masks = [channel_loss_masks(self.keypoint_set, s.labelled) for s in labels.sources]
         self._partially_labelled = [not s.labelled.all() for s in labels.sources]
+        # Per image of a source with pseudo-labels: each person's keypoint weights (1, pseudo_weight, 0).
+        self._keypoint_weights = {i: person_keypoint_weights(labels.sources[im.source].labelled, im.pseudo,
+                                                             labels.sources[im.source].pseudo_weight)
+                                  for i, im in enumerate(labels.images)
+                                  if labels.sources[im.source].pseudo_weight is not None}
 
     def __len__(self) -> int:
         return len(self.labels.samples)
@@ -195,7 +203,9 @@ class PoseTrainingDataset(Dataset):
                 "pafs": ((k.num_pafs, n, n), np.float32), "mask": ((n, n), np.float32),
                 "heatmap_channel_mask": ((k.num_heatmaps,), np.float32),
                 "paf_channel_mask": ((k.num_pafs,), np.float32), "background_mask": ((n, n), np.float32),
-                "source": ((), np.int64)}
+                "source": ((), np.int64),
+                **({"heatmap_weights": ((k.num_heatmaps, n, n), np.float32),
+                    "paf_weights": ((k.num_pafs, n, n), np.float32)} if self._keypoint_weights else {})}
 
     def _ignore_map(self, image_index: int) -> np.ndarray | None:
         if image_index not in self._ignore_maps:
@@ -238,7 +248,29 @@ class PoseTrainingDataset(Dataset):
         else:
             out["background_mask"][...] = 1.0
         out["source"][...] = info.source
+        if "heatmap_weights" in out:
+            self._pseudo_label_weights(image_index, matrix, params.flip, out)
         return out
+
+    def _pseudo_label_weights(self, image_index: int, matrix: np.ndarray, flip: bool, out: dict) -> None:
+        """The per-channel, per-cell weights of a sample whose source has pseudo-labels (which then carry every
+        weight but the ignore regions': its channel masks and background mask become ones); ones for the others."""
+        weights = self._keypoint_weights.get(image_index)
+        if weights is None:
+            out["heatmap_weights"][...] = 1.0
+            out["paf_weights"][...] = 1.0
+            return
+        info = self.labels.images[image_index]
+        size = self.augmentation.input_size
+        if flip:  # the sample's channel j is the image's keypoint flip_permutation[j]
+            weights = weights[:, self.keypoint_set.flip_permutation]
+            matrix = compose(flip_matrix(size), matrix)
+        out["heatmap_weights"][...], out["paf_weights"][...] = pseudo_label_weight_maps(
+            self.keypoint_set, weights, info.bboxes, info.keypoints, matrix, self.map_size, self.targets.stride,
+            self.targets.sigma)
+        out["heatmap_channel_mask"][...] = 1.0
+        out["paf_channel_mask"][...] = 1.0
+        out["background_mask"][...] = 1.0
 
     def sample_crop_matrix(self, index: int, params: AugmentParams) -> np.ndarray:
         """2x3 map from the image of sample `index` to its crop under `params`, before any flip."""

@@ -5,7 +5,9 @@ Layout (format "lwpose-prepared-labels", version 1):
     keypoint_set   the target set (the model's), as a keypoint-set JSON object
     sources[]      one per annotation file: name, labels (path), images_folder (or null), keypoint_set (the
                    file's own set), labelled (one bool per target keypoint: does this source label it at all?),
-                   conversion (how target keypoints were made from the source's, for people to read)
+                   conversion (how target keypoints were made from the source's, for people to read),
+                   pseudo_weight (only for a filled file, lwpose/labels/filled_file.py: the loss weight of its
+                   pseudo-labels)
     settings       the selection thresholds used (min_keypoints, min_area, min_center_distance)
     images[]       images with at least one training sample:
                    source (index into sources), id, file_name, width, height,
@@ -14,6 +16,8 @@ Layout (format "lwpose-prepared-labels", version 1):
                              v = 2 visible, 1 labelled but occluded, 0 labelled as absent (COCO v=0; trained as
                              background). A keypoint the source does not label (labelled[j] false) is [0, 0, 0]
                              and gets no loss at all.
+                             pseudo: (only where there are some) indices of the keypoints that are pseudo-labels
+                             (filled by a model, not labelled: trained with the source's pseudo_weight)
                    ignore[]: id, reason ("crowd", "no_keypoints", "no_target_keypoints"), rle (COCO compressed
                              RLE: size [h, w], counts string): regions with zero loss weight
     samples[]      [image index, person index]: one training sample per main person (the crop is centred on
@@ -37,7 +41,8 @@ from lwpose.errors import LwposeError
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set
 
 FORMAT = "lwpose-prepared-labels"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2 adds pseudo-labels; files without any are still written as version 1
+DEFAULT_PSEUDO_WEIGHT = 0.5
 
 
 class PreparedLabelsError(LwposeError, ValueError):
@@ -80,6 +85,7 @@ class Source:
     keypoint_set: KeypointSet
     labelled: np.ndarray  # (K_target,) bool
     conversion: str = ""
+    pseudo_weight: float | None = None  # a filled file's: the loss weight of its pseudo-labels
 
 
 @dataclass
@@ -94,6 +100,7 @@ class PreparedImage:
     areas: np.ndarray  # (P,)
     keypoints: np.ndarray  # (P, K, 3) float32, target set, pixel centres at integers
     ignore: list[dict] = field(default_factory=list)  # {"id", "reason", "rle": {"size", "counts"}}
+    pseudo: np.ndarray | None = None  # (P, K) bool: pseudo-labels (a filled file's images only)
 
 
 @dataclass
@@ -111,13 +118,16 @@ class PreparedLabels:
 
     # ---------------------------------------------------------------- writing
     def to_json(self) -> dict:
+        with_pseudo = any(s.pseudo_weight is not None for s in self.sources)
         return {
             "format": FORMAT,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if with_pseudo else 1,
             "keypoint_set": self.keypoint_set.to_dict(),
             "sources": [{"name": s.name, "labels": s.labels, "images_folder": s.images_folder,
                          "keypoint_set": s.keypoint_set.to_dict(), "labelled": [bool(v) for v in s.labelled],
-                         "conversion": s.conversion} for s in self.sources],
+                         "conversion": s.conversion,
+                         **({} if s.pseudo_weight is None else {"pseudo_weight": s.pseudo_weight})}
+                        for s in self.sources],
             "settings": {"min_keypoints": self.settings.min_keypoints, "min_area": self.settings.min_area,
                          "min_center_distance": self.settings.min_center_distance},
             "images": [{"source": im.source, "id": im.image_id, "file_name": im.file_name, "width": im.width,
@@ -125,9 +135,11 @@ class PreparedLabels:
                         "people": [{"id": pid, "bbox": [round(float(v), 2) for v in bbox],
                                     "area": round(float(area), 2),
                                     "keypoints": [[round(float(x), 2), round(float(y), 2), int(v)]
-                                                  for x, y, v in kps]}
-                                   for pid, bbox, area, kps in zip(im.person_ids, im.bboxes, im.areas,
-                                                                   im.keypoints)],
+                                                  for x, y, v in kps],
+                                    **({"pseudo": [int(j) for j in np.flatnonzero(im.pseudo[p])]}
+                                       if im.pseudo is not None and im.pseudo[p].any() else {})}
+                                   for p, (pid, bbox, area, kps) in enumerate(zip(im.person_ids, im.bboxes, im.areas,
+                                                                                  im.keypoints))],
                         "ignore": im.ignore} for im in self.images],
             "samples": [[int(i), int(p)] for i, p in self.samples],
             "summary": self.summary,
@@ -181,8 +193,12 @@ def load_prepared_labels(path: str) -> PreparedLabels:
             labelled = np.asarray(s["labelled"], bool)
             if labelled.shape != (count,):
                 raise fail(f"sources[{i}]", f"'labelled' has {labelled.size} entries for {count} keypoints")
+            pseudo_weight = s.get("pseudo_weight")
+            if pseudo_weight is not None and not (isinstance(pseudo_weight, (int, float)) and 0 <= pseudo_weight):
+                raise fail(f"sources[{i}]", f"'pseudo_weight' {pseudo_weight!r} is not a weight (a number >= 0)")
             sources.append(Source(s["name"], s["labels"], s.get("images_folder"),
-                                  load_keypoint_set(s["keypoint_set"]), labelled, s.get("conversion", "")))
+                                  load_keypoint_set(s["keypoint_set"]), labelled, s.get("conversion", ""),
+                                  None if pseudo_weight is None else float(pseudo_weight)))
         images = []
         for i, im in enumerate(data["images"]):
             if not 0 <= im["source"] < len(sources):
@@ -196,10 +212,23 @@ def load_prepared_labels(path: str) -> PreparedLabels:
                            f"{count}")
             if not np.isfinite(keypoints).all():
                 raise fail(f"images[{i}] ({im['file_name']})", "a keypoint is not a finite number")
+            pseudo = None
+            if any("pseudo" in p for p in people):
+                pseudo = np.zeros(keypoints.shape[:2], bool)
+                for n, person in enumerate(people):
+                    indices = np.asarray(person.get("pseudo", []), np.int64)
+                    if ((indices < 0) | (indices >= count)).any() or sources[im["source"]].labelled[indices].any() \
+                            or (keypoints[n, indices, 2] <= 0).any():
+                        raise fail(f"images[{i}] ({im['file_name']}) person {n}",
+                                   "'pseudo' must list keypoints the source does not label and the person has")
+                    pseudo[n, indices] = True
+                if sources[im["source"]].pseudo_weight is None:
+                    raise fail(f"images[{i}] ({im['file_name']})", "pseudo-labels of a source without a "
+                                                                   "'pseudo_weight'")
             images.append(PreparedImage(
                 im["source"], im["id"], im["file_name"], int(im["width"]), int(im["height"]),
                 [p["id"] for p in people], np.asarray([p["bbox"] for p in people], np.float64).reshape(-1, 4),
-                np.asarray([p["area"] for p in people], np.float64), keypoints, list(im.get("ignore", []))))
+                np.asarray([p["area"] for p in people], np.float64), keypoints, list(im.get("ignore", [])), pseudo))
         samples = np.asarray(data["samples"], np.int64).reshape(-1, 2)
         for n, (i, p) in enumerate(samples):
             if not (0 <= i < len(images) and 0 <= p < len(images[i].person_ids)):
@@ -249,24 +278,39 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
                           settings: SelectionSettings = SelectionSettings(),
                           images_folder: str | None = None, missing_images: set | frozenset = frozenset(),
                           source_name: str | None = None,
-                          keypoint_map: Sequence[tuple[Sequence[str], str]] = ()) -> PreparedLabels:
+                          keypoint_map: Sequence[tuple[Sequence[str], str]] = (),
+                          pseudo_weight: float | None = None) -> PreparedLabels:
     """Select training samples (the reference's rules, configurable), convert people to the target set (by name,
     after the explicit `keypoint_map` pairs), and turn crowds and people without keypoints into ignore regions.
     Images in `missing_images` are left out. A person's labelled keypoints are counted in the target set (after
-    conversion, derived keypoints left out) against `settings.min_keypoints`."""
+    conversion; derived keypoints and pseudo-labels left out) against `settings.min_keypoints`. A filled file's
+    pseudo-labels are kept apart from its labels, to be trained with `pseudo_weight` (default
+    DEFAULT_PSEUDO_WEIGHT)."""
     settings = settings.for_set(target)
     conversion = KeypointConversion.by_name(coco.keypoint_set, target, keypoint_map)
-    # Keypoints a person has labelled, counted in the target set: those copied from the file (by name or alias); a
-    # derived midpoint (lwop18's neck) restates two of them and adds nothing to count.
-    copied = (conversion.first >= 0) & (conversion.second < 0)
     if not conversion.labelled.any():
         raise AnnotationError(f"{coco.path}: keypoint set '{coco.keypoint_set.name}' shares no keypoint with "
                               f"'{target.name}'")
+    labelled = conversion.labelled.copy()
+    if coco.labelled is not None:
+        # A target keypoint is labelled where every source keypoint it is made of is; else, where a person has it,
+        # it is a pseudo-label.
+        for parts in (conversion.first, conversion.second):
+            labelled &= (parts < 0) | coco.labelled[np.maximum(parts, 0)]
+        pseudo_weight = DEFAULT_PSEUDO_WEIGHT if pseudo_weight is None else float(pseudo_weight)
+    elif pseudo_weight is not None:
+        raise AnnotationError(f"{coco.path}: a pseudo-label weight is given, but the file holds no pseudo-labels "
+                              "(scripts/pseudo_label.py writes files that do)")
+    # Keypoints a person has labelled, counted in the target set: those copied from the file (by name or alias) that
+    # the source labels; a derived midpoint (lwop18's neck) restates two of them, a pseudo-label is no label.
+    counted = (conversion.first >= 0) & (conversion.second < 0) & labelled
     counts = {"annotations": 0, "crowd_regions": 0, "people_without_keypoints": 0,
               "people_without_target_keypoints": 0, "people_with_keypoints": 0, "samples": 0,
               "dropped_too_few_keypoints": 0, "dropped_too_small": 0, "dropped_too_close": 0,
               "people_in_missing_images": 0, "images": len(coco.images), "images_missing": 0,
               "images_with_samples": 0}
+    if coco.labelled is not None:
+        counts["pseudo_keypoints"] = 0
     images, samples = [], []
     for image in coco.images:
         counts["annotations"] += len(image.people)
@@ -292,7 +336,7 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
                 continue
             counts["people_with_keypoints"] += 1
             people.append((person, converted))
-            if np.count_nonzero(converted[copied, 2] > 0) < settings.min_keypoints:
+            if np.count_nonzero(converted[counted, 2] > 0) < settings.min_keypoints:
                 counts["dropped_too_few_keypoints"] += 1
                 continue
             if person.area < settings.min_area:
@@ -308,17 +352,22 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
         if not main:
             continue
         index = len(images)
+        keypoints = np.asarray([c for _, c in people], np.float32)
+        pseudo = None
+        if coco.labelled is not None:
+            pseudo = (keypoints[..., 2] > 0) & ~labelled
+            counts["pseudo_keypoints"] += int(pseudo.sum())
         images.append(PreparedImage(
             0, image.image_id, image.file_name, image.width, image.height, [p.annotation_id for p, _ in people],
             np.asarray([p.bbox for p, _ in people], np.float64), np.asarray([p.area for p, _ in people]),
-            np.asarray([c for _, c in people], np.float32), ignore))
+            keypoints, ignore, pseudo))
         samples.extend([index, m] for m in main)
     counts["samples"] = len(samples)
     counts["images_with_samples"] = len(images)
     counts["ignore_regions_in_kept_images"] = sum(len(im.ignore) for im in images)
     source = Source(source_name or os.path.splitext(os.path.basename(coco.path))[0], os.path.abspath(coco.path),
                     os.path.abspath(images_folder) if images_folder else None, coco.keypoint_set,
-                    conversion.labelled.copy(), conversion.describe())
+                    labelled, conversion.describe(), pseudo_weight)
     return PreparedLabels(target, [source], images, np.asarray(samples, np.int64).reshape(-1, 2), settings,
                           counts)
 

@@ -12,6 +12,7 @@ import importlib
 import importlib.machinery
 import importlib.util
 import os
+import re
 import sys
 
 
@@ -41,6 +42,39 @@ _map_checkout_folders()
 
 
 from lwpose.errors import LwposeError  # noqa: E402  (after the mapping: nothing here imports those folders)
+
+# The oldest torch with everything used here: torch.onnx.export(dynamo=False) (2.5), fused Adam on the CPU (2.4),
+# torch.amp.GradScaler for any device (2.3). pyproject.toml states the same.
+MINIMUM_TORCH = (2, 5)
+
+
+class TorchTooOld(LwposeError, ImportError):
+    """The installed torch is older than lwpose needs."""
+
+
+def _torch_version() -> str | None:
+    """The installed torch's version, without importing torch (the ONNX Runtime and OpenVINO paths never need it);
+    None when torch is not installed."""
+    if "torch" in sys.modules and hasattr(sys.modules["torch"], "__version__"):
+        return str(sys.modules["torch"].__version__)
+    from importlib import metadata
+
+    try:
+        return metadata.version("torch")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _check_torch_version() -> None:
+    version = _torch_version()
+    match = re.match(r"(\d+)\.(\d+)", version or "")
+    if match and (int(match.group(1)), int(match.group(2))) < MINIMUM_TORCH:
+        needed = ".".join(map(str, MINIMUM_TORCH))
+        raise TorchTooOld(f"lwpose needs torch {needed} or later, this environment has torch {version}: "
+                          f"pip install --upgrade 'torch>={needed}' (or the matching build from pytorch.org)")
+
+
+_check_torch_version()
 from lwpose.keypoints import KeypointSet, load_keypoint_set  # noqa: E402
 
 # The rest loads on first use: `import lwpose` stays quick, and nothing pulls in numba, OpenCV or torch before a

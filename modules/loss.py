@@ -23,13 +23,20 @@ def pose_loss(outputs: Sequence[torch.Tensor], heatmaps: torch.Tensor, pafs: tor
 
 
 def loss_masks(mask: torch.Tensor, heatmap_channel_mask: torch.Tensor, paf_channel_mask: torch.Tensor,
-               background_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+               background_mask: torch.Tensor | None = None, heatmap_weights: torch.Tensor | None = None,
+               paf_weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-element weights (N, C, h, w) from the spatial weight map (N, h, w) and per-channel weights (N, C).
     `background_mask` (N, h, w): where the background channel (the last) keeps its weight even though its channel
-    weight is 0 (a source with unlabelled keypoints: away from its people)."""
+    weight is 0 (a source with unlabelled keypoints: away from its people). `heatmap_weights` and `paf_weights`
+    (N, C, h, w): weights per channel and cell that multiply the rest (a source with pseudo-labels)."""
     spatial = mask[:, None]
     heatmap_mask = spatial * heatmap_channel_mask[:, :, None, None]
     if background_mask is not None:
         background = torch.maximum(heatmap_channel_mask[:, -1, None, None], background_mask)
         heatmap_mask = torch.cat([heatmap_mask[:, :-1], mask[:, None] * background[:, None]], dim=1)
-    return heatmap_mask, spatial * paf_channel_mask[:, :, None, None]
+    paf_mask = spatial * paf_channel_mask[:, :, None, None]
+    if heatmap_weights is not None:
+        heatmap_mask = heatmap_mask * heatmap_weights
+    if paf_weights is not None:
+        paf_mask = paf_mask * paf_weights
+    return heatmap_mask, paf_mask

@@ -124,7 +124,10 @@ def person_box(estimator: PoseEstimator, heatmaps, pafs, transform, margin: int 
 
 
 def run_decode(args) -> dict:
-    backend = make_backend(args.backend, args.checkpoint_path)
+    try:  # the engine that makes the maps (not timed) runs on --device
+        backend = make_backend(args.backend, args.checkpoint_path, device=args.device)
+    except BackendUnavailable as e:
+        raise SystemExit(f"error: --backend {args.backend} --device {args.device}: {e}") from None
     keypoint_set = backend.keypoint_set
     ours = PoseEstimator(backend, keypoint_set, height_size=args.height_size, decode_at="map")
     # The reference demo's decoding: every map upsampled 4x (cubic), the reference's grouping settings.
@@ -133,7 +136,8 @@ def run_decode(args) -> dict:
     cold = None if args.no_cold_compile else numba_cold_compile_seconds()
     warm = ours.warm_up() + reference.warm_up()
     rows, details = [], {"numba_compile_s": None if cold is None else round(cold, 2),
-                         "numba_cache_load_s": round(warm, 3), "load_before": _load()}
+                         "numba_cache_load_s": round(warm, 3), "load_before": _load(),
+                         "maps_from": backend.describe()}
 
     def measure(case, maps):
         ours_ms = statistics.mean(_median_ms(lambda: ours.decode_maps(*m), args.repeats) for m in maps)

@@ -168,7 +168,16 @@ def run_train(args) -> dict:
     batches = iter(loader)
     static_batch = next(batches)
     cuda = processes.device.type == "cuda"
-    amp_modes = [None, "bf16", "fp16"] if cuda else [None]
+    from lwpose.training.setup import check_amp
+
+    def runs_here(amp) -> bool:  # bf16 only where the GPU computes it (not V100, T4)
+        try:
+            check_amp(amp, processes.device)
+            return True
+        except ValueError:
+            return False
+
+    amp_modes = [amp for amp in (None, "bf16", "fp16") if runs_here(amp)] if cuda else [None]
     rows = []
     with tempfile.TemporaryDirectory() as experiments:
         for amp in amp_modes:

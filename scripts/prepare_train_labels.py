@@ -20,8 +20,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lwpose.datasets.coco_reader import AnnotationError, find_missing_images, read_coco_keypoints  # noqa: E402
 from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
-from lwpose.datasets.prepared_labels import (DROPPED_PEOPLE_WARNING_SHARE, MIN_KEYPOINTS_SHARE,  # noqa: E402
-                                             SelectionSettings, build_prepared_labels,
+from lwpose.datasets.prepared_labels import (DEFAULT_PSEUDO_WEIGHT, DROPPED_PEOPLE_WARNING_SHARE,  # noqa: E402
+                                             MIN_KEYPOINTS_SHARE, SelectionSettings, build_prepared_labels,
                                              default_min_keypoints, too_many_dropped)
 from lwpose.keypoints import KeypointSetError, load_keypoint_set  # noqa: E402
 
@@ -51,6 +51,9 @@ def parse_args(argv=None):
                         help="skip a person whose box centre is closer than this times an already kept person's "
                              f"box width (default {DEFAULTS.min_center_distance})")
     parser.add_argument("--source-name", default=None, help="name of this source (default: the labels file's)")
+    parser.add_argument("--pseudo-weight", type=float, default=None,
+                        help="loss weight of the pseudo-labels of a filled file (scripts/pseudo_label.py; default "
+                             f"{DEFAULT_PSEUDO_WEIGHT})")
     return parser.parse_args(argv)
 
 
@@ -73,6 +76,8 @@ def format_summary(summary: dict, keypoint_set, source, settings: SelectionSetti
         f"ignore regions: {s['crowd_regions']} crowd, {s['people_without_keypoints']} people without keypoints, "
         f"{s['people_without_target_keypoints']} people without keypoints of '{keypoint_set_name}'",
     ]
+    if "pseudo_keypoints" in s:
+        lines.append(f"pseudo-labels: {s['pseudo_keypoints']} keypoints, trained with weight {source.pseudo_weight:g}")
     if too_many_dropped(s):
         causes = [f"{s['dropped_too_few_keypoints']} with fewer than {settings.min_keypoints} keypoints "
                   f"(--min-keypoints)" if s["dropped_too_few_keypoints"] else "",
@@ -126,7 +131,10 @@ def main(argv=None) -> int:
                                       f"{args.images_folder}; wrong --images-folder?")
         else:
             print("note: no --images-folder given, images were not checked; pass --train-images-folder to train.py")
-        labels = build_prepared_labels(coco, target, settings, args.images_folder, set(missing), args.source_name)
+        if args.pseudo_weight is not None and args.pseudo_weight < 0:
+            raise AnnotationError(f"--pseudo-weight {args.pseudo_weight:g}: a loss weight is not negative")
+        labels = build_prepared_labels(coco, target, settings, args.images_folder, set(missing), args.source_name,
+                                       pseudo_weight=args.pseudo_weight)
         labels.summary["missing_image_files"] = missing
     except (AnnotationError, KeypointSetError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -98,6 +98,9 @@ def parse_args(argv=None):
     train.add_argument("--processes", type=int, default=min(2, os.cpu_count() or 1),
                        help="training processes (torchrun, one thread each, the batch split between them): on a "
                             "small network two one-thread processes do 1.6x the work of one two-thread process")
+    train.add_argument("--device", default="cpu",
+                       help="train.py --device: the CPU (default), whatever GPUs the machine has, as the sizes above "
+                            "are a CPU's; 'cuda' trains on the GPUs, one process per GPU (at most --processes)")
     parser.add_argument("--height-size", type=int, default=None,
                         help="network input height for val.py and demo.py, and the size training shows the people at "
                              f"(default: --image-size x {ENLARGEMENT:g}, a multiple of {STRIDE}; 368 with "
@@ -148,6 +151,20 @@ def run_step(name: str, command: list, timings: list, env: dict | None = None) -
     if status != 0:
         raise StepFailed(f"step '{name}' failed with exit status {status}: {shlex.join(command)}")
     return "".join(printed)
+
+
+def training_processes(device: str, wanted: int) -> int:
+    """How many training processes torchrun starts: `wanted` on the CPU; on GPUs one per GPU, at most `wanted`
+    (train.py gives each process the GPU of its local rank)."""
+    if device == "cpu":
+        return wanted
+    import torch
+
+    if not torch.cuda.is_available():
+        raise StepFailed(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU")
+    if ":" in device:
+        return 1  # one named GPU: one process on it
+    return max(1, min(wanted, torch.cuda.device_count()))
 
 
 def default_height_size(image_size: int) -> int:
@@ -242,12 +259,14 @@ def quickstart(args) -> dict:
             shutil.rmtree(os.path.join(experiment_dir, "checkpoints"), ignore_errors=True)
         scale_range = args.scale_range or training_scale_range(height, args.input_size)
         iterations = args.iterations  # None: train.py's epochs cap it, far beyond what the time allows on a CPU
-        if args.batch_size % args.processes:
-            raise StepFailed(f"--batch-size {args.batch_size} does not split evenly over --processes {args.processes}")
-        # Several processes: torchrun, each process on one thread (the reason to split the work).
+        processes = training_processes(args.device, args.processes)
+        if args.batch_size % processes:
+            raise StepFailed(f"--batch-size {args.batch_size} does not split evenly over {processes} processes")
+        # Several processes: torchrun, each process on one thread (the reason to split the work on a CPU).
         launcher, launch_env = ([python, "-m", "torch.distributed.run", "--standalone",
-                                 f"--nproc_per_node={args.processes}"], {"OMP_NUM_THREADS": "1"}) \
-            if args.processes > 1 else ([python], None)
+                                 f"--nproc_per_node={processes}"],
+                                {"OMP_NUM_THREADS": "1"} if args.device == "cpu" else None) \
+            if processes > 1 else ([python], None)
         run_step("train", [*launcher, "train.py", "--prepared-train-labels", labels,
                            "--experiments-folder", os.path.join(out, "runs"), "--experiment-name", EXPERIMENT,
                            "--input-size", str(args.input_size), "--scale-range", *(f"{f:.3g}" for f in scale_range),
@@ -258,7 +277,8 @@ def quickstart(args) -> dict:
                            *(["--sigma", str(args.sigma)] if args.sigma else []),
                            "--lr-drop-epochs", "--lr-drop-progress", *map(str, args.lr_drop_progress),
                            *(["--lr-mult", "refinement_stages=1"] if args.num_refinement_stages else []),
-                           "--batch-size", str(args.batch_size // args.processes), "--channels-last",
+                           "--batch-size", str(args.batch_size // processes), "--channels-last",
+                           "--device", args.device,
                            *(["--max-iterations", str(iterations)] if iterations else []),
                            "--max-minutes", f"{args.train_minutes:g}",
                            "--num-workers", str(args.num_workers),

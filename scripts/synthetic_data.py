@@ -8,12 +8,17 @@ writes COCO-format keypoint datasets of drawn people (see scripts/synthetic_figu
     OUT/val/...                                                          (held out: its own random stream)
     OUT/aic/...                                                          (labelled in --mix-keypoints, default aic)
     OUT/video/walk.mp4  OUT/video/walk_keypoints.jsonl                   (one JSON line of people per frame)
+    OUT/train/person_keypoints_mpii.json ...   with --also-keypoints mpii: the same people of train and val labelled
+                                               in another set too (same images, same annotation ids)
     OUT/manifest.json                                                    (what was generated, with which settings)
 
 Scenes have several people occluding each other in depth order (a keypoint under a nearer figure is v=1, a
 visible one v=2, one outside the image or on the far side of its own head v=0 at (0, 0)), people cut by the image
 border, tiny people annotated with num_keypoints=0, and sometimes a crowd region (iscrowd=1, uncompressed RLE as in
 COCO's own files) whose people are not annotated. Everything is a function of --seed.
+
+With --animals MIN MAX, scenes also hold four-legged animals (scripts/synthetic_animals.py) among the people, in the
+same depth order; the labels then have a second category, id 2 "animal", in --animal-keypoints (default ap10k).
 """
 from __future__ import annotations
 
@@ -49,6 +54,7 @@ from synthetic_figures import (  # noqa: E402
     walk_pose,
 )
 
+import synthetic_animals  # noqa: E402
 from lwpose.errors import LwposeError  # noqa: E402
 from lwpose.keypoints import KeypointSet, KeypointSetError, load_keypoint_set  # noqa: E402
 
@@ -81,6 +87,8 @@ class SceneConfig:
     roll_degrees: float = 10.0  # in-plane tilt
     side_shade: float = 0.3  # left side lighter, right side darker by this share
     joint_marker_shade: float = 0.35  # joints drawn as discs of a contrasting shade (0: none)
+    animals: tuple = (0, 0)  # annotated animals per image (min, max)
+    animal_height: tuple = (0.3, 0.7)  # their body length (nose to root of tail) as a share of the image height
 
     def check(self) -> None:
         def pair(name, low_bound, integer=False):
@@ -96,10 +104,25 @@ class SceneConfig:
         pair("person_height", 0.01)
         pair("small_height_px", 1.0)
         pair("aspect_range", 0.1)
+        pair("animals", 0, True)
+        pair("animal_height", 0.01)
         for name in ("partial_probability", "near_probability", "crowd_probability", "back_view_probability",
                      "side_shade", "joint_marker_shade"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SyntheticDataError(f"{name} = {getattr(self, name)}: need a value in [0, 1]")
+
+
+ANIMAL_FIELDS = ("animals", "animal_height")
+
+
+def scene_config_record(config: SceneConfig) -> dict:
+    """The settings as the labels and the manifest record them: the animal settings only where animals are drawn,
+    so that people-only data does not depend on them."""
+    record = asdict(config)
+    if not config.animals[1]:
+        for name in ANIMAL_FIELDS:
+            del record[name]
+    return record
 
 
 # ------------------------------------------------------------------------------------------- backgrounds
@@ -165,7 +188,8 @@ def random_background(rng: np.random.Generator, height: int, width: int) -> np.n
 
 
 # ------------------------------------------------------------------------------------------------ scenes
-PERSON, SMALL, CROWD = "person", "small", "crowd"
+PERSON, SMALL, CROWD, ANIMAL = "person", "small", "crowd", "animal"
+ANIMAL_CATEGORY_ID = 2
 
 
 @dataclass
@@ -227,12 +251,22 @@ def _place(rng: np.random.Generator, figure: Figure, width: int, height: int, pa
     return figure.moved(origin=(float(x), float(y)))
 
 
+def _shapes(figure) -> list:
+    if isinstance(figure, synthetic_animals.Animal):
+        return synthetic_animals.animal_shapes(figure)
+    return figure_shapes(figure)
+
+
+def _project(figure):
+    return synthetic_animals.project(figure) if isinstance(figure, synthetic_animals.Animal) else project(figure)
+
+
 def draw_scene(background: np.ndarray, figures: list, roles: list) -> Scene:
     """Draw figures (far to near) on a copy of the background."""
     image = background.copy()
     id_mask = np.zeros(image.shape[:2], np.int32)
     for i, figure in enumerate(figures):
-        draw_shapes(image, id_mask, i + 1, figure_shapes(figure))
+        draw_shapes(image, id_mask, i + 1, _shapes(figure))
     return Scene(image, id_mask, list(figures), list(roles))
 
 
@@ -265,6 +299,10 @@ def make_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) ->
         previous_x = figure.origin[0]
         feet = figure.origin[1] + unit_extent(figure)[3] * figure.stature_px
         placed.append((feet / height + rng.normal(0, 0.05), PERSON, figure))
+    if config.animals[1]:  # no random draws without animals: people-only scenes stay as they were
+        people_x = [f.origin[0] for _, role, f in placed if role == PERSON]
+        placed.extend((key, ANIMAL, animal)
+                      for key, animal in synthetic_animals.random_animals(rng, config, width, height, people_x))
     placed.sort(key=lambda item: item[0])
     scene = draw_scene(background, [f for _, _, f in placed], [r for _, r, _ in placed])
     # camera softness and sensor noise over the whole picture
@@ -276,10 +314,11 @@ def make_scene(rng: np.random.Generator, config: SceneConfig = SceneConfig()) ->
 
 
 # ----------------------------------------------------------------------------------------------- labels
-def keypoint_sources(keypoint_set: KeypointSet) -> list[tuple[str, ...]]:
+def keypoint_sources(keypoint_set: KeypointSet, known_names=None, figure="figure") -> list[tuple[str, ...]]:
     """For each keypoint of the set, the figure's points it is (one) or the midpoint of (two): by name, then by
-    the set's aliases, then by its derived-keypoint rules."""
-    known = set(known_point_names())
+    the set's aliases, then by its derived-keypoint rules. `known_names`: the points the figure places (default
+    the people's), `figure`: what it is called in the error."""
+    known = set(known_point_names() if known_names is None else known_names)
     sources = []
     for name in keypoint_set.keypoints:
         candidates = (name, *keypoint_set.aliases.get(name, ()))
@@ -292,7 +331,7 @@ def keypoint_sources(keypoint_set: KeypointSet) -> list[tuple[str, ...]]:
             sources.append(tuple(parts))
             continue
         raise SyntheticDataError(f"keypoint set {keypoint_set.source}: keypoint '{name}' is not a point the "
-                                 f"synthetic figure can place (it places: {', '.join(sorted(known))})")
+                                 f"synthetic {figure} can place (it places: {', '.join(sorted(known))})")
     return sources
 
 
@@ -300,7 +339,7 @@ def figure_keypoints(scene: Scene, index: int, sources: list[tuple[str, ...]]) -
     """(K, 3) x, y, v of figure `index` in image pixels (pixel centres at integers): v=2 where the figure is
     the nearest at that pixel, v=1 where a nearer figure covers it, v=0 (x = y = 0) outside the image or on
     the far side of its own head."""
-    projected = project(scene.figures[index])
+    projected = _project(scene.figures[index])
     height, width = scene.id_mask.shape
     out = np.zeros((len(sources), 3), np.float64)
     for k, names in enumerate(sources):
@@ -343,13 +382,23 @@ def uncompressed_rle(mask: np.ndarray) -> dict:
     return {"counts": counts, "size": [int(mask.shape[0]), int(mask.shape[1])]}
 
 
-def scene_annotations(scene: Scene, keypoint_set: KeypointSet) -> list[tuple[int | None, dict]]:
-    """COCO annotations (without ids) of a scene, each with the index of its figure (None for the crowd).
-    Figures with no visible pixel are not annotated (nobody could have)."""
+def animal_keypoint_sources(keypoint_set: KeypointSet) -> list[tuple[str, ...]]:
+    return keypoint_sources(keypoint_set, synthetic_animals.known_point_names(), "animal")
+
+
+def scene_annotations(scene: Scene, keypoint_set: KeypointSet,
+                      animal_set: KeypointSet | None = None) -> list[tuple[int | None, dict]]:
+    """COCO annotations (without ids) of a scene, each with the index of its figure (None for the crowd); animals
+    in category 2 with the keypoints of `animal_set`. Figures with no visible pixel are not annotated (nobody
+    could have)."""
     from pycocotools import mask as mask_utils
 
     sources = keypoint_sources(keypoint_set)
     no_keypoints = [0] * (3 * keypoint_set.num_keypoints)
+    if ANIMAL in scene.roles:
+        if animal_set is None:
+            raise SyntheticDataError("the scene has animals: their keypoint set is needed to label them")
+        animal_sources = animal_keypoint_sources(animal_set)
     out = []
     for index, role in enumerate(scene.roles):
         if role == CROWD:
@@ -360,8 +409,10 @@ def scene_annotations(scene: Scene, keypoint_set: KeypointSet) -> list[tuple[int
             continue
         annotation = {"category_id": 1, "iscrowd": 0, "area": float(area), "bbox": _mask_box(visible),
                       "segmentation": mask_polygons(visible), "keypoints": no_keypoints, "num_keypoints": 0}
-        if role == PERSON:
-            keypoints = figure_keypoints(scene, index, sources)
+        if role == ANIMAL:
+            annotation["category_id"] = ANIMAL_CATEGORY_ID
+        if role in (PERSON, ANIMAL):
+            keypoints = figure_keypoints(scene, index, sources if role == PERSON else animal_sources)
             labelled = keypoints[:, 2] > 0
             keypoints[labelled, :2] += COCO_OFFSET
             annotation["keypoints"] = [round(float(v), 2) if i % 3 < 2 else int(v)
@@ -397,8 +448,10 @@ def image_rng(seed: int, stream: str, index: int) -> np.random.Generator:
 
 
 def _draw_image(index: int, images_dir: str, keypoint_set: KeypointSet, config: SceneConfig, seed: int,
-                stream: str, image_format: str) -> tuple[dict, list[dict]]:
-    """Draw, save and label image `index` (ids start at 1); annotations come without their ids."""
+                stream: str, image_format: str, animal_set: KeypointSet | None = None,
+                also: tuple = ()) -> tuple[dict, list[dict]] | tuple[dict, list, list]:
+    """Draw, save and label image `index` (ids start at 1); annotations come without their ids. With `also` (more
+    keypoint sets), the annotations in each of them follow, one list per set, in the same order."""
     scene = make_scene(image_rng(seed, stream, index), config)
     file_name = f"{index + 1:06d}.{image_format}"
     path = os.path.join(images_dir, file_name)
@@ -407,35 +460,59 @@ def _draw_image(index: int, images_dir: str, keypoint_set: KeypointSet, config: 
         raise SyntheticDataError(f"could not write image {path}")
     height, width = scene.image.shape[:2]
     image = {"id": index + 1, "file_name": file_name, "width": width, "height": height}
-    return image, [{"image_id": index + 1, **annotation} for _, annotation in scene_annotations(scene, keypoint_set)]
+    labelled = [[{"image_id": index + 1, **annotation}
+                 for _, annotation in scene_annotations(scene, labels_set, animal_set)]
+                for labels_set in (keypoint_set, *also)]
+    return (image, labelled[0]) if not also else (image, *labelled)
 
 
 def write_split(split_dir: str, num_images: int, keypoint_set: KeypointSet, config: SceneConfig, seed: int,
-                stream: str, image_format: str = "jpg", progress: bool = True, workers: int = 1) -> dict:
+                stream: str, image_format: str = "jpg", progress: bool = True, workers: int = 1,
+                animal_set: KeypointSet | None = None, also: tuple = ()) -> dict:
     """Draw `num_images` scenes into split_dir/images and their labels into split_dir/person_keypoints.json,
-    with `workers` processes (each image has its own random stream, so the result does not depend on them)."""
+    with `workers` processes (each image has its own random stream, so the result does not depend on them).
+    Scenes with animals (config.animals) label them in `animal_set` (default ap10k), as category 2. Each set of
+    `also` labels the same people again, into person_keypoints_<set name>.json."""
+    if config.animals[1] and animal_set is None:
+        animal_set = load_keypoint_set("ap10k")
     images_dir = os.path.join(split_dir, "images")
     os.makedirs(images_dir, exist_ok=True)
     name = os.path.basename(os.path.normpath(split_dir))
     draw = functools.partial(_draw_image, images_dir=images_dir, keypoint_set=keypoint_set, config=config,
-                             seed=seed, stream=stream, image_format=image_format)
+                             seed=seed, stream=stream, image_format=image_format, animal_set=animal_set,
+                             also=tuple(also))
     images, annotations = [], []
+    also_annotations: list[list] = [[] for _ in also]
     with contextlib.ExitStack() as stack:
         if workers > 1:
             pool = stack.enter_context(multiprocessing.get_context("fork").Pool(workers))
             results = pool.imap(draw, range(num_images), chunksize=4)
         else:
             results = map(draw, range(num_images))
-        for image, image_annotations in tqdm(results, total=num_images, desc=f"synthetic {name}", unit="img",
-                                             disable=not progress, dynamic_ncols=True):
+        for image, image_annotations, *also_image in tqdm(results, total=num_images, desc=f"synthetic {name}",
+                                                          unit="img", disable=not progress, dynamic_ncols=True):
             images.append(image)
             first_id = len(annotations) + 1
             annotations.extend({"id": first_id + i, **a} for i, a in enumerate(image_annotations))
+            for labelled, more in zip(also_annotations, also_image):
+                labelled.extend({"id": first_id + i, **a} for i, a in enumerate(more))
+    categories = [coco_category(keypoint_set)]
+    if config.animals[1]:
+        categories.append(synthetic_animals.coco_category(animal_set, ANIMAL_CATEGORY_ID))
     coco = {"info": {"description": f"lwpose synthetic people, split '{name}'", "seed": seed, "stream": stream,
-                     "generator": "scripts/synthetic_data.py", "scene_config": asdict(config)},
-            "images": images, "annotations": annotations, "categories": [coco_category(keypoint_set)]}
+                     "generator": "scripts/synthetic_data.py", "scene_config": scene_config_record(config)},
+            "images": images, "annotations": annotations, "categories": categories}
     _write_json_atomic(coco, os.path.join(split_dir, LABELS_NAME))
+    for labels_set, labelled in zip(also, also_annotations):
+        also_categories = [coco_category(labels_set), *categories[1:]]
+        _write_json_atomic({**coco, "annotations": labelled, "categories": also_categories},
+                           os.path.join(split_dir, also_labels_name(labels_set)))
     return coco
+
+
+def also_labels_name(keypoint_set: KeypointSet) -> str:
+    """The file of a split's people labelled again in another set (--also-keypoints)."""
+    return f"{os.path.splitext(LABELS_NAME)[0]}_{keypoint_set.name}.json"
 
 
 # ------------------------------------------------------------------------------------------------- video
@@ -554,6 +631,9 @@ def parse_args(argv=None):
     parser.add_argument("--keypoints", default="coco", help="keypoint set of train, val and video (default coco)")
     parser.add_argument("--mix-keypoints", default="aic",
                         help="keypoint set of the extra split, written to OUT/<set name> (default aic)")
+    parser.add_argument("--also-keypoints", nargs="+", default=(), metavar="SET",
+                        help="label the people of train and val in these sets too (same images and annotation ids; "
+                             "person_keypoints_<set>.json beside person_keypoints.json)")
     parser.add_argument("--video-frames", type=int, default=200, help="frames of the walking video (0: none)")
     parser.add_argument("--video-fps", type=float, default=20.0)
     parser.add_argument("--video-walkers", type=int, default=4)
@@ -570,6 +650,13 @@ def parse_args(argv=None):
     parser.add_argument("--back-view-probability", type=float, default=SceneConfig.back_view_probability)
     parser.add_argument("--joint-marker-shade", type=float, default=SceneConfig.joint_marker_shade,
                         help="contrast of the discs drawn at joints (0: plain limbs)")
+    parser.add_argument("--animals", type=int, nargs=2, default=SceneConfig.animals, metavar=("MIN", "MAX"),
+                        help="annotated four-legged animals per image (default 0 0: people only)")
+    parser.add_argument("--animal-height", type=float, nargs=2, default=SceneConfig.animal_height,
+                        metavar=("MIN", "MAX"),
+                        help="their body length (nose to root of tail) as a share of the image height")
+    parser.add_argument("--animal-keypoints", default="ap10k",
+                        help="keypoint set of the animals, category 2 of the labels (default ap10k)")
     parser.add_argument("--image-format", choices=("jpg", "png"), default="jpg")
     parser.add_argument("--overwrite", action="store_true", help="replace splits already in --output-dir")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -591,7 +678,8 @@ def generate(args) -> dict:
                          person_height=tuple(args.person_height), small_people=tuple(args.small_people),
                          crowd_probability=args.crowd_probability, partial_probability=args.partial_probability,
                          back_view_probability=args.back_view_probability,
-                         joint_marker_shade=args.joint_marker_shade)
+                         joint_marker_shade=args.joint_marker_shade, animals=tuple(args.animals),
+                         animal_height=tuple(args.animal_height))
     config.check()
     if args.workers < 1:
         raise SyntheticDataError(f"--workers = {args.workers}: need at least 1")
@@ -600,7 +688,13 @@ def generate(args) -> dict:
             raise SyntheticDataError(f"--{name.replace('_', '-')} = {getattr(args, name)}: need 0 or more")
     main_set = load_keypoint_set(args.keypoints)
     mix_set = load_keypoint_set(args.mix_keypoints)
-    keypoint_sources(main_set), keypoint_sources(mix_set)  # fail on an unplaceable keypoint before writing
+    animal_set = load_keypoint_set(args.animal_keypoints)
+    also_sets = tuple(load_keypoint_set(name) for name in args.also_keypoints)
+    for keypoint_set in (main_set, mix_set, *also_sets):
+        keypoint_sources(keypoint_set)  # fail on an unplaceable keypoint before writing
+    animal_keypoint_sources(animal_set)
+    if len({s.name for s in also_sets} | {main_set.name}) != len(also_sets) + 1:
+        raise SyntheticDataError("--also-keypoints: each set needs its own name, other than --keypoints' set")
     out = args.output_dir
     if args.mix_images and mix_set.name in ("train", "val", "video"):
         raise SyntheticDataError(f"--mix-keypoints set '{mix_set.name}' would write over the split of that name")
@@ -611,16 +705,23 @@ def generate(args) -> dict:
         _prepare_split_dir(os.path.join(out, name), args.overwrite)
     if args.video_frames and os.path.exists(os.path.join(out, "video")) and not args.overwrite:
         raise SyntheticDataError(f"{os.path.join(out, 'video')} already exists; pass --overwrite to replace it")
-    manifest = {"seed": args.seed, "scene_config": asdict(config), "splits": {}}
+    manifest = {"seed": args.seed, "scene_config": scene_config_record(config), "splits": {}}
     for name, stream, count, keypoint_set in splits:
         split_dir = os.path.join(out, name)
+        also = also_sets if stream in ("train", "val") else ()
         coco = write_split(split_dir, count, keypoint_set, config, args.seed, stream, args.image_format,
-                           not args.no_progress, args.workers)
+                           not args.no_progress, args.workers, animal_set, also)
         manifest["splits"][name] = {
             "labels": os.path.join(name, LABELS_NAME), "images_folder": os.path.join(name, "images"),
             "keypoint_set": keypoint_set.name, "images": len(coco["images"]),
-            "people": sum(1 for a in coco["annotations"] if a["num_keypoints"] > 0),
-            "crowd_regions": sum(a["iscrowd"] for a in coco["annotations"])}
+            "people": sum(1 for a in coco["annotations"] if a["num_keypoints"] > 0 and a["category_id"] == 1),
+            "crowd_regions": sum(a["iscrowd"] for a in coco["annotations"]),
+            **({"also_labels": {s.name: os.path.join(name, also_labels_name(s)) for s in also}} if also else {})}
+        if config.animals[1]:
+            manifest["splits"][name].update(
+                animal_keypoint_set=animal_set.name,
+                animals=sum(1 for a in coco["annotations"]
+                            if a["num_keypoints"] > 0 and a["category_id"] == ANIMAL_CATEGORY_ID))
     if args.video_frames:
         info = write_walk_video(os.path.join(out, "video"), main_set, config, args.seed, args.video_frames,
                                 args.video_fps, args.video_walkers, not args.no_progress)
@@ -639,8 +740,9 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     for name, split in manifest["splits"].items():
+        animals = f", {split['animals']} animals ({split['animal_keypoint_set']})" if "animals" in split else ""
         print(f"{name}: {split['images']} images, {split['people']} annotated people, {split['crowd_regions']} "
-              f"crowd regions ({split['keypoint_set']}) -> {os.path.join(args.output_dir, split['labels'])}")
+              f"crowd regions ({split['keypoint_set']}){animals} -> {os.path.join(args.output_dir, split['labels'])}")
     if "video" in manifest:
         video = manifest["video"]
         print(f"video: {video['frames']} frames at {video['fps']:g} fps -> "

@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import HPE_XML, REPO_ROOT, SHARED_DATA, require_shared
 
 MMPOSE_VIDEO = os.path.join(SHARED_DATA, "video", "mmpose_demo.mp4")
@@ -32,6 +34,21 @@ def test_decode_benchmark_times_real_maps_and_crowds_where_everyone_is_found(hpe
     assert [float(row[2]) for row in result["rows"][1:]] == [1.0, 5.0]
     assert all(float(row[3]) > 0 for row in result["rows"])
     assert "load average" in result["title"] and "| synthetic crowd of 5" in stdout
+    assert result["details"]["maps_from"] == "torch cpu"
+
+
+def test_decode_benchmark_makes_its_maps_on_the_device_asked(hpe_checkpoint, tmp_path):
+    """--device reaches the engine that makes the maps: a GPU asked for where there is none is refused clearly
+    (it used to be ignored, the maps made on the CPU)."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: scripts/gpu_check.py covers it")
+    result = subprocess.run([sys.executable, "scripts/benchmark.py", "decode", "--checkpoint-path", hpe_checkpoint,
+                             "--device", "cuda", "--backend", "torch", "--frames", "1", "--no-cold-compile"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0
+    assert result.stderr.strip().startswith("error: --backend torch --device cuda:") and "no CUDA GPU" in result.stderr
 
 
 def test_network_and_demo_benchmarks_report_every_backend_asked(hpe_checkpoint, tmp_path):

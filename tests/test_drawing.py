@@ -39,3 +39,14 @@ def test_people_are_drawn_where_they_are_and_missing_keypoints_draw_nothing():
     assert not image[:10, :10].any()
     assert (image == id_colour(4)).all(axis=2).any()  # the id's box and label
     assert id_colour(4) != id_colour(5)
+
+
+def test_a_multi_class_set_colours_each_class_by_side_in_its_own_colours():
+    from lwpose.inference.drawing import side_colours
+
+    person, animal = load_keypoint_set("coco").to_dict(), load_keypoint_set("ap10k").to_dict()
+    whole = load_keypoint_set({"name": "both", "classes": [{**person, "name": "person"}, {**animal, "name": "animal"}]})
+    assert colour_of(whole, "left_shoulder", "left_elbow") == SIDE_COLOURS["left"]
+    assert colour_of(whole, "animal/left_shoulder", "animal/left_elbow") == side_colours(1)["left"]
+    assert colour_of(whole, "animal/right_hip", "animal/right_knee") == side_colours(1)["right"]
+    assert side_colours(1)["left"] not in SIDE_COLOURS.values()

@@ -21,15 +21,24 @@ TINY = ["--train-images", "12", "--val-images", "4", "--video-frames", "8", "--t
         "--batch-size", "2", "--num-workers", "0", "--input-size", "64", "--image-size", "96", "--no-progress"]
 
 
-def run_quickstart(output_dir, *extra):
+def run_quickstart(output_dir, *extra, env=None):
     return subprocess.run([sys.executable, os.path.join("scripts", "quickstart.py"), "--output-dir", str(output_dir),
-                           *TINY, *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+                           *TINY, *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=900, env=env)
+
+
+def one_gpu_machine(folder) -> dict:
+    """The environment of a machine with exactly one CUDA GPU, as far as torch tells every process started in it
+    (a sitecustomize first on the path): "the quickstart needs no GPU" must hold where one is present, too."""
+    (folder / "sitecustomize.py").write_text("import torch\n\ntorch.cuda.is_available = lambda: True\n"
+                                             "torch.cuda.device_count = lambda: 1\n")
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     out = tmp_path_factory.mktemp("quickstart")
-    result = run_quickstart(out)
+    # On a machine with one GPU: two training processes on the CPU, none asking for a second GPU (issue 15).
+    result = run_quickstart(out, env=one_gpu_machine(tmp_path_factory.mktemp("one_gpu")))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out, result.stdout
 
@@ -61,6 +70,7 @@ def test_quickstart_writes_every_output_and_they_open(trained):
     checkpoint = only_checkpoint(out)
     iterations = int(checkpoint.stem.rsplit("_", 1)[1])
     assert iterations > 1 and f"done: iteration {iterations} after " in stdout
+    assert " on cpu (amp: off)" in stdout and "x 2 process(es)" in stdout  # the CPU, though torch saw a GPU
     curve = cv2.imread(str(out / "loss_curve.png"))
     assert curve is not None and curve.shape[0] > 100 and curve.std() > 5
     videos = list(out.glob("demo.*"))

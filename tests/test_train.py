@@ -209,10 +209,11 @@ def test_lr_multipliers_and_freezing_come_from_a_config_file(tmp_path):
 
 def test_a_frozen_backbone_stays_unchanged_under_bf16_autocast_with_tensorboard_logs(eight_images, tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"lr_multipliers": {"initial_stage": 2}}))
-    train(eight_images, tmp_path, "frozen", *SMALL_RUN, "--max-iterations", "2", "--checkpoint-after", "1",
-          "--keep-checkpoints", "2", "--num-workers", "0", "--freeze", "model", "--config",
-          str(tmp_path / "config.json"), "--lr-mult", "cpm=3", "--base-lr", "1e-3", "--amp", "bf16",
-          "--log-after", "2")
+    result = train(eight_images, tmp_path, "frozen", *SMALL_RUN, "--max-iterations", "2", "--checkpoint-after", "1",
+                   "--keep-checkpoints", "2", "--num-workers", "0", "--freeze", "model", "--config",
+                   str(tmp_path / "config.json"), "--lr-mult", "cpm=3", "--base-lr", "1e-3", "--amp", "bf16",
+                   "--log-after", "2")
+    assert "amp bf16: the network computed in bfloat16" in result.stdout  # autocast really ran in bf16
     first = load_checkpoint(str(tmp_path / "frozen" / "checkpoints" / "checkpoint_iter_1.pth"))
     second = load_checkpoint(str(tmp_path / "frozen" / "checkpoints" / "checkpoint_iter_2.pth"))
     changed = {k for k in first["state_dict"] if not torch.equal(first["state_dict"][k], second["state_dict"][k])}

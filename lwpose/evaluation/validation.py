@@ -5,6 +5,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 from tqdm import tqdm
@@ -22,6 +23,7 @@ class ValidationReport:
     unreadable: list[str] = field(default_factory=list)
     num_images: int = 0
     seconds: float = 0.0
+    images_per_process: list[int] | None = None  # a sharded validation's share of each process
 
     def to_json(self) -> dict:
         out = {k: v for k, v in self.metrics.items() if k != "summary"}
@@ -31,19 +33,28 @@ class ValidationReport:
         return out
 
 
-def validate_coco(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, progress: bool = True,
-                  max_images: int | None = None, mapping: np.ndarray | None = None,
-                  pck: bool = False) -> ValidationReport:
-    """COCO AP (and with `pck`, PCK and PCKh: lwpose/evaluation/pck.py) of the estimator on the ground truth.
-    `mapping`: for each ground-truth keypoint, the model keypoint it is scored with (-1: none; default by name)."""
-    images = gt.images[:max_images] if max_images else gt.images
+@dataclass
+class ImageDetections:
+    """What the estimator found on some of the images (one process's share): COCO results in image order, the files
+    it could not read, and how many images it was given."""
+
+    detections: list[dict]
+    unreadable: list[str]
+    num_images: int
+
+
+def selected_images(gt: KeypointGroundTruth, max_images: int | None = None) -> list[dict]:
+    return gt.images[:max_images] if max_images else gt.images
+
+
+def detect_images(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, images: list[dict],
+                  mapping: np.ndarray | None = None, progress: bool = True) -> ImageDetections:
+    """Run the estimator over `images` (entries of gt.images). `mapping`: for each ground-truth keypoint, the model
+    keypoint it is scored with (-1: none; default by name)."""
     if mapping is None:
         mapping = estimator.keypoint_set.indices_in(gt.keypoint_set)
-    pck_counts = PckCounts(gt.keypoint_set.keypoints) if pck else None
     detections: list[dict] = []
     unreadable: list[str] = []
-    evaluated_ids = []
-    start = time.perf_counter()
     for image_info in tqdm(images, desc="validating", unit="img", disable=not progress, dynamic_ncols=True):
         try:
             image = read_image(image_path(images_folder, image_info["file_name"]))
@@ -52,20 +63,62 @@ def validate_coco(estimator: PoseEstimator, gt: KeypointGroundTruth, images_fold
             tqdm.write(f"warning: {e}; counted as unreadable")
             continue
         people = estimator.estimate(image)
-        found = people_to_coco_results(people, image_info["id"], estimator.keypoint_set, gt.keypoint_set,
-                                       gt.category_id, mapping)
-        detections.extend(found)
-        evaluated_ids.append(image_info["id"])
-        if pck_counts is not None:
-            _add_pck(pck_counts, gt, image_info["id"], found, mapping >= 0)
-    # Unreadable images stay in the evaluation (their people count as missed), so a bad file cannot raise AP.
+        detections.extend(people_to_coco_results(people, image_info["id"], estimator.keypoint_set, gt.keypoint_set,
+                                                 gt.category_id, mapping))
+    return ImageDetections(detections, unreadable, len(images))
+
+
+def score_detections(gt: KeypointGroundTruth, images: list[dict], found: ImageDetections,
+                     evaluated_keypoints: np.ndarray | None = None, seconds: float = 0.0,
+                     images_per_process: list[int] | None = None) -> ValidationReport:
+    """COCO AP over `images` (and, given `evaluated_keypoints`, the ground-truth keypoints the model predicts: PCK
+    and PCKh) of the detections found on them. Unreadable images stay in the evaluation (their people count as
+    missed), so a bad file cannot raise AP."""
     image_ids = [im["id"] for im in images]
-    metrics = evaluate_keypoints(gt, detections, image_ids=image_ids)
-    if pck_counts is not None:
-        for image_id in set(image_ids) - set(evaluated_ids):
-            _add_pck(pck_counts, gt, image_id, [], mapping >= 0)
+    metrics = evaluate_keypoints(gt, found.detections, image_ids=image_ids)
+    if evaluated_keypoints is not None:
+        pck_counts = PckCounts(gt.keypoint_set.keypoints)
+        by_image: dict = {}
+        for detection in found.detections:
+            by_image.setdefault(detection["image_id"], []).append(detection)
+        for image_id in image_ids:
+            _add_pck(pck_counts, gt, image_id, by_image.get(image_id, []), evaluated_keypoints)
         metrics.update(pck_counts.metrics())
-    return ValidationReport(metrics, detections, unreadable, len(images), time.perf_counter() - start)
+    return ValidationReport(metrics, found.detections, found.unreadable, len(images), seconds, images_per_process)
+
+
+def validate_coco(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, progress: bool = True,
+                  max_images: int | None = None, mapping: np.ndarray | None = None,
+                  pck: bool = False) -> ValidationReport:
+    """COCO AP (and with `pck`, PCK and PCKh: lwpose/evaluation/pck.py) of the estimator on the ground truth.
+    `mapping`: for each ground-truth keypoint, the model keypoint it is scored with (-1: none; default by name)."""
+    return validate_coco_sharded(estimator, gt, images_folder, 0, 1, lambda value: [value], progress, max_images,
+                                 mapping, pck)
+
+
+def validate_coco_sharded(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, rank: int,
+                          world_size: int, gather: Callable[[ImageDetections], list | None], progress: bool = False,
+                          max_images: int | None = None, mapping: np.ndarray | None = None,
+                          pck: bool = False) -> ValidationReport | None:
+    """validate_coco split over `world_size` processes: this one (`rank`) decodes every world_size-th image from its
+    rank on, `gather` brings every rank's ImageDetections to rank 0 (in rank order; None on the others), and rank 0
+    scores them in the images' own order, so the metrics and the detections are those of one process doing it all.
+    Returns the report on rank 0, None elsewhere."""
+    start = time.perf_counter()
+    images = selected_images(gt, max_images)
+    if mapping is None:
+        mapping = estimator.keypoint_set.indices_in(gt.keypoint_set)
+    found = detect_images(estimator, gt, images_folder, images[rank::world_size], mapping, progress)
+    parts = gather(found)
+    if parts is None:
+        return None
+    position = {im["id"]: i for i, im in enumerate(images)}
+    detections = sorted((d for part in parts for d in part.detections), key=lambda d: position[d["image_id"]])
+    order = {im["file_name"]: i for i, im in enumerate(images)}
+    unreadable = sorted((name for part in parts for name in part.unreadable), key=lambda name: order.get(name, 0))
+    merged = ImageDetections(detections, unreadable, len(images))
+    return score_detections(gt, images, merged, mapping >= 0 if pck else None, time.perf_counter() - start,
+                            [part.num_images for part in parts])
 
 
 def _add_pck(counts: PckCounts, gt: KeypointGroundTruth, image_id, detections: list[dict],

@@ -55,6 +55,14 @@ class People:
     scores: np.ndarray
     num_keypoints: np.ndarray
     keypoint_names: tuple[str, ...] = ()
+    # With a multi-class keypoint set: each instance's class (P,), an index into `class_names`; keypoints of the
+    # other classes are missing in its row.
+    class_ids: np.ndarray | None = None
+    class_names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if self.class_ids is None:
+            self.class_ids = np.zeros(len(self.scores), np.int32)
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -64,9 +72,17 @@ class People:
         return cls(np.zeros((0, num_keypoints, 3), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int32),
                    keypoint_names)
 
+    @classmethod
+    def concatenate(cls, parts: list["People"]) -> "People":
+        """The instances of several People of the same keypoints, one after another."""
+        first = parts[0]
+        return cls(np.concatenate([p.keypoints for p in parts]), np.concatenate([p.scores for p in parts]),
+                   np.concatenate([p.num_keypoints for p in parts]), first.keypoint_names,
+                   np.concatenate([p.class_ids for p in parts]), first.class_names)
+
     def select(self, index) -> "People":
         return replace(self, keypoints=self.keypoints[index], scores=self.scores[index],
-                       num_keypoints=self.num_keypoints[index])
+                       num_keypoints=self.num_keypoints[index], class_ids=self.class_ids[index])
 
     def with_keypoints(self, keypoints: np.ndarray) -> "People":
         """The same people with other keypoint coordinates (mapped to another frame, smoothed, ...)."""
@@ -83,8 +99,12 @@ class People:
         people = []
         for p in range(len(self)):
             entry: dict = {} if ids is None else {"id": int(ids[p])}
+            prefix = ""
+            if len(self.class_names) > 1:  # a multi-class set: the class, and its keypoints by their own names
+                entry["class"] = self.class_names[self.class_ids[p]]
+                prefix = entry["class"] + "/"
             entry["score"] = number(float(self.scores[p]))
-            entry["keypoints"] = {name: [number(x), number(y), number(score)]
+            entry["keypoints"] = {name.removeprefix(prefix): [number(x), number(y), number(score)]
                                   for name, (x, y, score) in zip(names, self.keypoints[p].tolist()) if score > 0}
             people.append(entry)
         return people
@@ -632,15 +652,39 @@ def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: Keypoint
     """People from one image's maps: `heatmaps` (K or K+1, H, W) and `pafs` (2L, H / s, W / s), where the
     heatmaps may have been upsampled by `s = heatmap_scale` (peaks are then placed more precisely than a PAF
     cell; `nms_radius` is in heatmap pixels). Coordinates are in PAF-map pixels (the caller maps them to the
-    image)."""
+    image). A multi-class set's classes are assembled each from its own channels and limbs only, so an instance
+    never mixes keypoints of two classes; `class_ids` says whose each is."""
+    if keypoint_set.num_classes == 1:
+        return _decode_one_class(heatmaps, pafs, keypoint_set, params, heatmap_scale)
+    _check_map_shapes(heatmaps[:keypoint_set.num_keypoints], pafs, keypoint_set, heatmap_scale)
+    parts = []
+    for subject in keypoint_set.classes:
+        found = _decode_one_class(heatmaps[subject.channels], pafs[subject.paf_channels], subject.keypoint_set,
+                                  params, heatmap_scale)
+        keypoints = np.full((len(found), keypoint_set.num_keypoints, 3), -1.0, np.float32)
+        keypoints[..., 2] = 0.0
+        keypoints[:, subject.channels] = found.keypoints
+        parts.append(People(keypoints, found.scores, found.num_keypoints, keypoint_set.keypoints,
+                            np.full(len(found), subject.index, np.int32)))
+    people = People.concatenate(parts)
+    return replace(people, class_names=tuple(c.name for c in keypoint_set.classes))
+
+
+def _check_map_shapes(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet, heatmap_scale: int) -> None:
     k = keypoint_set.num_keypoints
-    heatmaps = np.ascontiguousarray(heatmaps[:k], dtype=np.float32)
-    pafs = np.ascontiguousarray(pafs, dtype=np.float32)
     if (heatmaps.shape[0] != k or pafs.shape[0] != keypoint_set.num_pafs
             or heatmaps.shape[1:] != (pafs.shape[1] * heatmap_scale, pafs.shape[2] * heatmap_scale)):
         raise ValueError(f"maps do not fit keypoint set '{keypoint_set.name}': heatmaps {heatmaps.shape}, "
                          f"PAFs {pafs.shape}, expected {k} and {keypoint_set.num_pafs} channels, the heatmaps "
                          f"{heatmap_scale}x the PAFs' size")
+
+
+def _decode_one_class(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet, params: GroupingParams,
+                      heatmap_scale: int) -> People:
+    k = keypoint_set.num_keypoints
+    heatmaps = np.ascontiguousarray(heatmaps[:k], dtype=np.float32)
+    pafs = np.ascontiguousarray(pafs, dtype=np.float32)
+    _check_map_shapes(heatmaps, pafs, keypoint_set, heatmap_scale)
     refine = (REFINE_NONE if not params.refine_peaks
               else REFINE_CUBIC if params.refine_on_cubic else REFINE_PARABOLA)
     peak_args = (np.float32(params.peak_threshold), np.float32(params.nms_radius), refine, params.nms_strongest_first)

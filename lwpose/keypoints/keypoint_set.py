@@ -88,6 +88,10 @@ class KeypointSet:
     head_size_keypoints: tuple[str, ...] | None = None
     description: str = ""
     source: str = "<memory>"
+    # A multi-class set (lwpose/keypoints/classes.py): each class as a set of its own, and the description it came
+    # from; empty for a single-class set.
+    class_sets: tuple["KeypointSet", ...] = ()
+    class_data: Mapping = field(default_factory=dict)
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -97,6 +101,10 @@ class KeypointSet:
 
         if not isinstance(data, Mapping):
             raise fail(f"expected a JSON object, got {type(data).__name__}")
+        if "classes" in data:
+            from lwpose.keypoints.classes import multi_class_set
+
+            return multi_class_set(cls, data, source)
         for key in ("keypoints", "limbs", "root", "sigmas"):
             if key not in data:
                 raise fail(f"missing required entry '{key}'")
@@ -144,6 +152,8 @@ class KeypointSet:
 
     def to_dict(self) -> dict:
         """The JSON form (what a checkpoint stores), loadable again with `from_dict`."""
+        if self.class_sets:
+            return {"name": self.name, "description": self.description, **self.class_data}
         data = {
             "name": self.name,
             "description": self.description,
@@ -271,6 +281,18 @@ class KeypointSet:
         return np.array([n in reached for n in self.keypoints])
 
     # ------------------------------------------------------------ derived tables
+    @cached_property
+    def classes(self) -> tuple:
+        """The kinds of subject (KeypointClass): each with its own set, channels and limbs; a single-class set is
+        one class of itself."""
+        from lwpose.keypoints.classes import build_classes, single_class
+
+        return build_classes(self) if self.class_sets else (single_class(self),)
+
+    @property
+    def num_classes(self) -> int:
+        return max(1, len(self.class_sets))
+
     @property
     def num_keypoints(self) -> int:
         return len(self.keypoints)
@@ -479,6 +501,12 @@ class KeypointSet:
         return f"KeypointSet({self.name!r}, {self.num_keypoints} keypoints, {self.num_limbs} limbs)"
 
 
+def names_a_file(spec: str) -> bool:
+    """Whether a keypoint-set spec is a path to a JSON file rather than a shipped set's name: it ends in .json or
+    holds a path separator (either, on any system)."""
+    return spec.lower().endswith(".json") or "/" in spec or os.sep in spec
+
+
 def load_keypoint_set(spec: "str | os.PathLike | Mapping | KeypointSet") -> KeypointSet:
     """A shipped set by name ('coco'), a JSON file path, a dict (as stored in a checkpoint), or a set."""
     if isinstance(spec, KeypointSet):
@@ -486,7 +514,7 @@ def load_keypoint_set(spec: "str | os.PathLike | Mapping | KeypointSet") -> Keyp
     if isinstance(spec, Mapping):
         return KeypointSet.from_dict(spec, source=f"<embedded '{spec.get('name', '?')}'>")
     spec = os.fspath(spec)
-    if os.path.splitext(spec)[1].lower() != ".json" and os.sep not in spec:
+    if not names_a_file(spec):
         shipped = os.path.join(SHIPPED_SETS_DIR, spec + ".json")
         if not os.path.exists(shipped):
             raise KeypointSetError(f"unknown keypoint set '{spec}': not a shipped set "

@@ -7,14 +7,17 @@ Everything stored in a checkpoint here is plain data (numbers, strings, lists, t
 """
 from __future__ import annotations
 
+import datetime
 import os
 import random
+import socket
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import nn
 
+from lwpose.errors import LwposeError
 from lwpose.interop.checkpoint import CheckpointError, load_checkpoint, safe_torch_load
 from lwpose.keypoints import KeypointSet, load_keypoint_set
 from lwpose.modules.pose_network import Architecture, PoseNetwork, build_network
@@ -252,12 +255,14 @@ class StartingPoint:
 def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refinement_stages: int = 1,
                      checkpoint_path: str | None = None, weights_only: bool = False,
                      from_mobilenet: str | None = None, num_channels: int = 128,
-                     backbone_width: float = 1.0) -> StartingPoint:
+                     backbone_width: float = 1.0, checkpoint: dict | None = None) -> StartingPoint:
     """The network to train: a checkpoint (resumed with its training state, or its weights only), else a fresh
     network of `variant` (`num_channels` wide after the backbone, a backbone `backbone_width` times MobileNet's),
-    optionally with an ImageNet MobileNet backbone."""
+    optionally with an ImageNet MobileNet backbone. `checkpoint`: the file at `checkpoint_path` already loaded
+    (under torchrun, rank 0 reads it and sends it to the ranks whose disks lack it)."""
     if checkpoint_path:
-        checkpoint = load_checkpoint(checkpoint_path)
+        if checkpoint is None:
+            checkpoint = load_checkpoint(checkpoint_path)
         architecture = Architecture.from_dict(checkpoint["architecture"])
         own_set = load_keypoint_set(checkpoint["keypoint_set"])
         if not weights_only:
@@ -291,9 +296,13 @@ def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refin
 
 
 # --------------------------------------------------------------- processes
+DEFAULT_DIST_TIMEOUT_MINUTES = 30.0
+
+
 @dataclass(frozen=True)
 class ProcessGroup:
-    """This process's place in a torchrun launch (rank 0 of 1 without torchrun)."""
+    """This process's place in a torchrun launch (rank 0 of 1 without torchrun), and the few collectives the set-up
+    and the validation need (each one a no-op for a single process)."""
 
     rank: int
     world_size: int
@@ -308,45 +317,157 @@ class ProcessGroup:
     def distributed(self) -> bool:
         return self.world_size > 1
 
+    def gather_to_main(self, value) -> list | None:
+        """Every rank's `value` (any picklable object), in rank order, on rank 0; None on the others."""
+        if not self.distributed:
+            return [value]
+        gathered = [None] * self.world_size if self.is_main else None
+        torch.distributed.gather_object(value, gathered, dst=0)
+        return gathered
 
-def init_processes(device: str) -> ProcessGroup:
-    """Join the process group torchrun set up (gloo on CPU, nccl on GPUs); one GPU per local rank."""
+    def broadcast_from_main(self, value):
+        """Rank 0's `value` on every rank (the others pass anything, e.g. None)."""
+        if not self.distributed:
+            return value
+        holder = [value]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def agree_on_failures(self, message: str | None) -> list[tuple[int, str, str]]:
+        """Each rank says whether its set-up failed (a message) or not (None); every rank gets the same list of
+        (rank, host, message) of those that failed, so that all of them stop together instead of waiting for one
+        that has gone."""
+        if not self.distributed:
+            return [(self.rank, socket.gethostname(), message)] if message is not None else []
+        everyone = [None] * self.world_size
+        torch.distributed.all_gather_object(everyone, (self.rank, socket.gethostname(), message))
+        return [entry for entry in everyone if entry[2] is not None]
+
+
+class ProcessSetupError(LwposeError, RuntimeError):
+    """This process cannot take its place in the launch (no GPU for its rank, CUDA missing)."""
+
+
+def cuda_device_for_rank(requested_index: int | None, local_rank: int, world_size: int, device_count: int) -> int:
+    """The GPU of this process: under torchrun (world_size > 1) the one of its local rank, else the one asked for
+    (0 when none was named); refused when this machine has no such GPU."""
+    index = local_rank if world_size > 1 else (requested_index or 0)
+    if index >= device_count:
+        if world_size > 1:
+            raise ProcessSetupError(
+                f"local rank {local_rank} needs GPU {index}, but this machine shows {device_count} GPU(s): start at "
+                f"most {device_count} process(es) per machine (torchrun --nproc_per_node={device_count}), or train "
+                "on the CPU")
+        raise ProcessSetupError(f"GPU {index} was asked for, but this machine shows {device_count} GPU(s)")
+    return index
+
+
+def init_processes(device: str, timeout_minutes: float = DEFAULT_DIST_TIMEOUT_MINUTES) -> ProcessGroup:
+    """Join the process group torchrun set up (gloo on CPU, nccl on GPUs); one GPU per local rank. A collective
+    that waits longer than `timeout_minutes` for a rank stops the run."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    torch_device = torch.device(device)
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError as e:
+        raise ProcessSetupError(f"device '{device}': {e}") from None
     if torch_device.type == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError(f"--device {device}: CUDA is not available on this machine")
-        torch_device = torch.device("cuda", local_rank if world_size > 1 else (torch_device.index or 0))
+            raise ProcessSetupError(f"device '{device}': this torch ({torch.__version__}) sees no CUDA GPU")
+        index = cuda_device_for_rank(torch_device.index, local_rank, world_size, torch.cuda.device_count())
+        torch_device = torch.device("cuda", index)
         torch.cuda.set_device(torch_device)
+    if timeout_minutes <= 0:
+        raise ProcessSetupError(f"distributed timeout {timeout_minutes:g} minutes: give a positive time")
     if world_size > 1 and not torch.distributed.is_initialized():
-        torch.distributed.init_process_group("nccl" if torch_device.type == "cuda" else "gloo")
+        torch.distributed.init_process_group("nccl" if torch_device.type == "cuda" else "gloo",
+                                             timeout=datetime.timedelta(minutes=timeout_minutes))
     return ProcessGroup(rank, world_size, local_rank, torch_device)
 
 
+# ------------------------------------------------------------ mixed precision
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def amp_problem(amp: str | None, device_type: str, bf16_supported: bool = True, device_name: str = "") -> str | None:
+    """Why mixed precision `amp` cannot run on this device (None when it can): bf16 needs bfloat16 arithmetic on the
+    GPU (compute capability 8.0 on: A100, H100, RTX 30xx/40xx, L4), which V100 and T4 lack."""
+    if amp is None:
+        return None
+    if amp not in AMP_DTYPES:
+        return f"mixed precision '{amp}' unknown (choose one of {', '.join(AMP_DTYPES)})"
+    if amp == "bf16" and device_type == "cuda" and not bf16_supported:
+        return (f"bf16 needs a GPU with bfloat16 arithmetic (compute capability 8.0 or later); "
+                f"{device_name or 'this GPU'} has none: use fp16 (with loss scaling) instead")
+    return None
+
+
+def check_amp(amp: str | None, device: torch.device) -> None:
+    """ValueError when `amp` cannot run on `device` (see amp_problem), before the first step finds out."""
+    bf16_supported, name = True, ""
+    if amp == "bf16" and device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        major, minor = torch.cuda.get_device_capability(device)
+        name = f"{name} (compute capability {major}.{minor})"
+        # without emulation: a V100 "supports" bf16 tensors, at a fraction of fp32's speed
+        try:
+            bf16_supported = torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:  # a torch without the argument
+            bf16_supported = major >= 8
+    problem = amp_problem(amp, device.type, bf16_supported, name)
+    if problem:
+        raise ValueError(problem)
+
+
 # ------------------------------------------------------------ random states
-def capture_rng_states() -> dict:
+def capture_rng_states(device: torch.device | None = None) -> dict:
+    """This process's random states: Python's, NumPy's, torch's CPU generator and, on a GPU, its own device's."""
     version, state, gauss = random.getstate()
     name, keys, position, has_gauss, cached = np.random.get_state()
     states = {"python": {"version": version, "state": list(state), "gauss": gauss},
               "numpy": {"name": name, "keys": torch.from_numpy(np.asarray(keys, np.int64)), "position": int(position),
                         "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
               "torch": torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda" and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state(device)
     return states
 
 
-def restore_rng_states(states: dict) -> None:
+def rng_states_of_rank(saved: dict, rank: int) -> dict | None:
+    """The states rank `rank` saved in a checkpoint's 'rng' entry ({'per_rank': [...]}, one per process of the run
+    that wrote it); None for a rank that run did not have (it keeps its fresh seed). A checkpoint from before
+    per-rank states holds rank 0's alone."""
+    if "per_rank" in saved:
+        per_rank = saved["per_rank"]
+        return per_rank[rank] if rank < len(per_rank) else None
+    return saved if rank == 0 else None
+
+
+def cuda_rng_state_for(states: dict, device_index: int) -> torch.Tensor | None:
+    """The CUDA generator state saved for this device: a rank's own (one tensor), or from a checkpoint of before
+    per-rank states, the entry of this device in its list of every device the writer saw (None past its end: a run
+    may resume on fewer GPUs, or on more)."""
+    cuda = states.get("cuda")
+    if cuda is None:
+        return None
+    if isinstance(cuda, torch.Tensor):
+        return cuda
+    return cuda[device_index] if device_index < len(cuda) else None
+
+
+def restore_rng_states(states: dict, device: torch.device | None = None) -> None:
+    """Restore one rank's states (see rng_states_of_rank); the CUDA state only onto this process's own GPU."""
     python = states["python"]
     random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
     n = states["numpy"]
     np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["position"], n["has_gauss"],
                          n["cached_gaussian"]))
     torch.set_rng_state(states["torch"])
-    if "cuda" in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states["cuda"])
+    if device is not None and device.type == "cuda":
+        cuda = cuda_rng_state_for(states, device.index or 0)
+        if cuda is not None:
+            torch.cuda.set_rng_state(cuda, device)
 
 
 def seed_everything(seed: int) -> None:

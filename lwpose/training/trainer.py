@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import glob
 import math
 import os
 import re
+import shutil
 import signal
 import threading
 import time
@@ -24,14 +26,16 @@ from tqdm import tqdm
 
 from lwpose.constants import PIXEL_MEAN, PIXEL_SCALE
 from lwpose.errors import LwposeError
+from lwpose.evaluation.best_metric import BestMetric
 from lwpose.interop.checkpoint import make_checkpoint, save_checkpoint
 from lwpose.keypoints import KeypointSet
 from lwpose.modules.loss import loss_masks, pose_loss
 from lwpose.modules.pose_network import Architecture, PoseNetwork
-from lwpose.training.setup import (OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
-                                   restore_rng_states, set_learning_rates)
+from lwpose.training.setup import (AMP_DTYPES, OptimizerSettings, ProcessGroup, capture_rng_states, parameter_groups,
+                                   restore_rng_states, rng_states_of_rank, set_learning_rates)
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["AMP_DTYPES", "RunSettings", "Trainer", "latest_checkpoint", "TrainingInterrupted",
+           "NonFiniteLossError", "CheckpointSaveError"]
 CHECKPOINT_PATTERN = re.compile(r"checkpoint_iter_(\d+)\.pth$")
 
 
@@ -56,6 +60,8 @@ class RunSettings:
     # even short of total_iterations.
     max_seconds: float | None = None
     data: dict = field(default_factory=dict)  # what fixes the data order (seed, batch size, ...): kept for resume
+    # A checkpoint that cannot be written (a full disk) stops the run, or with this, only warns and training goes on
+    keep_going_on_save_error: bool = False
 
     @property
     def checkpoint_dir(self) -> str:
@@ -78,6 +84,37 @@ class NonFiniteLossError(LwposeError, FloatingPointError):
     """A step's loss was NaN or inf; the step was not applied."""
 
 
+class CheckpointSaveError(LwposeError, OSError):
+    """A checkpoint could not be written (no space left, a file size limit, ...); the previous ones are intact."""
+
+
+def _errno_of(error: BaseException) -> int | None:
+    """The operating system's error number behind `error`: torch's serializer reports a failed write as a
+    RuntimeError whose context holds the OSError."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno is not None:
+            return error.errno
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def _megabytes(size: float) -> str:
+    return f"{size / 2 ** 20:.1f} MB"
+
+
+def tensor_bytes(value) -> int:
+    """Bytes of every tensor inside a (nested) checkpoint dict: about what the file takes."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(tensor_bytes(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return sum(tensor_bytes(v) for v in value)
+    return 0
+
+
 def latest_checkpoint(experiment_dir: str) -> str | None:
     """The experiment's checkpoint with the highest iteration, if any."""
     found = []
@@ -86,32 +123,6 @@ def latest_checkpoint(experiment_dir: str) -> str | None:
         if match:
             found.append((int(match.group(1)), path))
     return max(found)[1] if found else None
-
-
-class Validator:
-    """COCO AP of the network on a ground truth file, through the same estimator and pycocotools path as val.py."""
-
-    def __init__(self, labels: str, images_folder: str, height_size: int = 368, max_images: int | None = None,
-                 decode_at: str = "image"):
-        from lwpose.evaluation.coco import load_keypoint_ground_truth
-
-        self.labels = labels
-        self.images_folder = images_folder
-        self.height_size = height_size
-        self.max_images = max_images
-        self.decode_at = decode_at
-        self._ground_truth = load_keypoint_ground_truth(labels)
-
-    def __call__(self, network: PoseNetwork, keypoint_set: KeypointSet, device: torch.device) -> dict:
-        from lwpose.evaluation.validation import validate_coco
-        from lwpose.inference.estimator import PoseEstimator
-        from lwpose.inference.torch_backend import TorchBackend
-
-        estimator = PoseEstimator(TorchBackend(network, device), keypoint_set, height_size=self.height_size,
-                                  decode_at=self.decode_at)
-        report = validate_coco(estimator, self._ground_truth, self.images_folder, progress=False,
-                               max_images=self.max_images)
-        return {k: v for k, v in report.metrics.items() if k != "summary"}
 
 
 def images_to_network_input(images: torch.Tensor, device: torch.device, channels_last: bool = False) -> torch.Tensor:
@@ -125,8 +136,8 @@ def images_to_network_input(images: torch.Tensor, device: torch.device, channels
 class Trainer:
     def __init__(self, settings: RunSettings, network: PoseNetwork, architecture: Architecture,
                  keypoint_set: KeypointSet, batches, processes: ProcessGroup, optimizer_settings: OptimizerSettings,
-                 validator: Validator | None = None, training_state: dict | None = None,
-                 new_channels: dict | None = None):
+                 validator=None, training_state: dict | None = None, new_channels: dict | None = None,
+                 best_metric: BestMetric | None = None):
         self.settings = settings
         self.new_channels = dict(new_channels or {})  # parameter name -> (dim, indices) of channels grown new
         self.architecture = architecture
@@ -134,7 +145,10 @@ class Trainer:
         self.batches = batches
         self.processes = processes
         self.optimizer_settings = optimizer_settings
+        # what validation reports (lwpose/training/validators.py) and the metric that picks the best checkpoint
         self.validator = validator
+        self.best_metric = best_metric or (BestMetric.parse(validator.default_metric, validator.metric_names)
+                                           if validator is not None else None)
         self.device = processes.device
         self.network = network.to(self.device)
         if settings.channels_last:
@@ -147,6 +161,7 @@ class Trainer:
         if settings.amp is not None and settings.amp not in AMP_DTYPES:
             raise ValueError(f"--amp {settings.amp}: choose one of {', '.join(AMP_DTYPES)}")
         self.amp_dtype = AMP_DTYPES.get(settings.amp) if settings.amp else None
+        self.computed_dtype: torch.dtype | None = None  # the dtype the network's outputs came in, once it ran
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=settings.amp == "fp16")
         self.model = self.network
         if processes.distributed:
@@ -155,7 +170,8 @@ class Trainer:
         self.iteration = 0
         self.skipped_steps = 0
         self.train_seconds = 0.0  # time spent in the loop, agreed by all processes (the slowest one's)
-        self.best_ap: float | None = None
+        self.best_value: float | None = None  # the best metric's best value so far
+        self.failed_saves = 0  # checkpoints that could not be written (only counted with keep_going_on_save_error)
         self._stop_signal: int | None = None
         # Collectives run on tensors the trainer keeps alive. A tensor Python frees while a gloo worker thread still
         # holds it makes that thread need the GIL to let go of it; if the process group is destroyed at that moment
@@ -172,10 +188,13 @@ class Trainer:
         self.iteration = int(state["iteration"])
         self.skipped_steps = int(state.get("skipped_steps", 0))
         self.train_seconds = float(state.get("train_seconds", 0.0))
-        self.best_ap = state.get("best_ap")
+        if self.best_metric is not None and state.get("best_metric", "AP") == self.best_metric.text:
+            self.best_value = state.get("best_value", state.get("best_ap"))  # best_ap: the earlier format
         self.new_channels = {k: (int(dim), list(indices)) for k, (dim, indices) in
                              state.get("new_channels", self.new_channels).items()}
-        restore_rng_states(state["rng"])
+        own = rng_states_of_rank(state["rng"], self.processes.rank)
+        if own is not None:  # a rank the writing run did not have keeps its fresh seed
+            restore_rng_states(own, self.device)
         if self.processes.is_main:
             saved, now = state.get("data", {}), self.settings.data
             changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
@@ -183,14 +202,20 @@ class Trainer:
                 tqdm.write(f"note: {', '.join(changed)} changed since the checkpoint; the data order will differ "
                            "from an uninterrupted run")
 
-    def training_state(self) -> dict:
+    def training_state(self, rng_per_rank: list | None = None) -> dict:
+        """What a resume needs; `rng_per_rank`: every rank's random states (rank order), this rank's alone if not
+        given."""
+        if rng_per_rank is None:
+            rng_per_rank = [capture_rng_states(self.device)]
         return {"iteration": self.iteration, "epoch": self.epoch, "optimizer": self.optimizer.state_dict(),
                 "scheduler": {"kind": "step", "lr_drop_epochs": list(self.optimizer_settings.lr_drop_epochs),
                               "lr_drop_progress": list(self.optimizer_settings.lr_drop_progress),
                               "lr_drop_factor": self.optimizer_settings.lr_drop_factor,
                               "base_lr": self.optimizer_settings.base_lr},
-                "scaler": self.scaler.state_dict(), "rng": capture_rng_states(), "data": dict(self.settings.data),
-                "best_ap": self.best_ap, "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds,
+                "scaler": self.scaler.state_dict(), "rng": {"per_rank": rng_per_rank},
+                "data": dict(self.settings.data),
+                "best_metric": self.best_metric.text if self.best_metric else None, "best_value": self.best_value,
+                "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds,
                 "optimizer_settings": self.optimizer_settings.to_dict(),
                 "new_channels": {k: [dim, list(indices)] for k, (dim, indices) in self.new_channels.items()},
                 "world_size": self.processes.world_size}
@@ -222,21 +247,83 @@ class Trainer:
     def epoch(self) -> int:
         return self.iteration * self.settings.batches_per_iter // self.settings.batches_per_epoch
 
-    def _checkpoint(self, training: bool, meta: dict | None = None) -> dict:
+    def _checkpoint(self, training: bool, meta: dict | None = None, rng_per_rank: list | None = None) -> dict:
         return make_checkpoint(self.network.state_dict(), self.keypoint_set, self.architecture,
-                               training=self.training_state() if training else None,
+                               training=self.training_state(rng_per_rank) if training else None,
                                meta={"source": "train.py", "iteration": self.iteration, **(meta or {})})
 
-    def save_checkpoint(self) -> str:
+    def save_checkpoint(self, rng_per_rank: list | None = None) -> str:
+        """Write this iteration's checkpoint (rank 0) and keep the newest `keep_checkpoints`; CheckpointSaveError
+        when it cannot be written (the older ones stay as they were)."""
         directory = self.settings.checkpoint_dir
         path = os.path.join(directory, f"checkpoint_iter_{self.iteration}.pth")
-        save_checkpoint(self._checkpoint(training=True), path)
+        self._write(self._checkpoint(training=True, rng_per_rank=rng_per_rank), path)
         kept = sorted(((int(CHECKPOINT_PATTERN.search(p).group(1)), p)
                        for p in glob.glob(os.path.join(directory, "checkpoint_iter_*.pth"))
                        if CHECKPOINT_PATTERN.search(p)), reverse=True)
         for _, old in kept[max(1, self.settings.keep_checkpoints):]:
             os.unlink(old)
         return path
+
+    def _write(self, checkpoint: dict, path: str) -> None:
+        """save_checkpoint, with a failed write told in one line: the file, why, what a checkpoint needs, and the
+        newest checkpoint still intact."""
+        try:
+            save_checkpoint(checkpoint, path)
+        except (OSError, RuntimeError) as e:
+            raise CheckpointSaveError(self._save_failure(e, path, checkpoint)) from e
+
+    def _save_failure(self, error: BaseException, path: str, checkpoint: dict) -> str:
+        directory = os.path.dirname(path) or "."
+        needed = tensor_bytes(checkpoint)
+        last = latest_checkpoint(self.settings.experiment_dir)
+        if last is not None:
+            needed = max(needed, os.path.getsize(last))
+        try:
+            free = shutil.disk_usage(directory).free
+        except OSError:
+            free = None
+        number = _errno_of(error)
+        if number in (errno.ENOSPC, errno.EDQUOT) or (free is not None and free < needed):
+            why = "no space left on the device" + (f" ({_megabytes(free)} free)" if free is not None else "")
+        elif number == errno.EFBIG:
+            why = "larger than this process may write (its file size limit, ulimit -f)"
+        else:
+            why = str(error).strip().splitlines()[-1] if str(error).strip() else type(error).__name__
+        return (f"checkpoint {path} could not be written: {why}; a checkpoint needs about {_megabytes(needed)}. "
+                + (f"The last complete checkpoint, {last}, is intact: make room, then continue from it with --resume"
+                   if last else "No complete checkpoint of this run exists yet")
+                + " (--keep-going-on-save-error trains on with a warning instead)")
+
+    def _save_collectively(self, write) -> str | None:
+        """Run `write()` (a save) on rank 0 and let every rank know how it went: all of them stop on a failure
+        (CheckpointSaveError), or with keep_going_on_save_error all go on and rank 0 warns. Returns the path written
+        (rank 0) or None."""
+        path, message = None, None
+        if self.processes.is_main:
+            try:
+                path = write()
+            except CheckpointSaveError as e:
+                message = str(e)
+        if self.processes.distributed:
+            failed = self._all_reduce(torch.tensor([float(message is not None)], device=self.device),
+                                      torch.distributed.ReduceOp.MAX)
+            if failed.item() and message is None:
+                message = "rank 0 could not write a checkpoint (its message says why)"
+        if message is None:
+            return path
+        if not self.settings.keep_going_on_save_error:
+            raise CheckpointSaveError(message)
+        self.failed_saves += 1
+        if self.processes.is_main:
+            tqdm.write(f"warning: {message}; training goes on (--keep-going-on-save-error)")
+        return None
+
+    def _save_training_checkpoint(self) -> str | None:
+        """Every rank's random states gathered, then the checkpoint written by rank 0 (a collective: all ranks call
+        it at the same iteration)."""
+        rng_per_rank = self.processes.gather_to_main(capture_rng_states(self.device))
+        return self._save_collectively(lambda: self.save_checkpoint(rng_per_rank))
 
     # ------------------------------------------------------------- logs
     def _open_logs(self):
@@ -289,15 +376,18 @@ class Trainer:
             heatmaps = batch["heatmaps"].to(self.device, non_blocking=True)
             pafs = batch["pafs"].to(self.device, non_blocking=True)
             background = batch.get("background_mask")
+            pseudo = [batch[name].to(self.device, non_blocking=True) if name in batch else None
+                      for name in ("heatmap_weights", "paf_weights")]  # only with pseudo-labels
             heatmap_mask, paf_mask = loss_masks(batch["mask"].to(self.device, non_blocking=True),
                                                 batch["heatmap_channel_mask"].to(self.device),
                                                 batch["paf_channel_mask"].to(self.device),
-                                                None if background is None else background.to(self.device))
+                                                None if background is None else background.to(self.device), *pseudo)
             last = micro == self.settings.batches_per_iter - 1
             sync = self.model.no_sync() if self.processes.distributed and not last else contextlib.nullcontext()
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                     outputs = self.model(images)
+                self.computed_dtype = outputs[-1].dtype
                 loss, parts = pose_loss(outputs, heatmaps, pafs, heatmap_mask, paf_mask)
                 self.scaler.scale(loss / self.settings.batches_per_iter).backward()
             parts = torch.stack([p.detach() for p in parts]) / self.settings.batches_per_iter
@@ -366,23 +456,59 @@ class Trainer:
         torch.distributed.destroy_process_group()
 
     def validate(self) -> dict | None:
-        metrics = None
-        if self.processes.is_main and self.validator is not None:
-            metrics = self.validator(self.network, self.keypoint_set, self.device)
-            self._set_train_mode()
-            improved = self.best_ap is None or metrics["AP"] > self.best_ap
-            if improved:
-                self.best_ap = metrics["AP"]
-                save_checkpoint(self._checkpoint(training=False, meta={"AP": metrics["AP"]}),
-                                os.path.join(self.settings.checkpoint_dir, "best.pth"))
-            self._log({"iteration": self.iteration, "epoch": self.epoch,
-                       **{k: float(metrics[k]) for k in ("AP", "AP50", "AP75", "AR")},
-                       "best_AP": float(self.best_ap)}, self.val_log_path)
-            tqdm.write(f"iteration {self.iteration}: val AP {metrics['AP']:.4f} (AP50 {metrics['AP50']:.3f}, "
-                       f"AR {metrics['AR']:.3f}){'  new best' if improved else ''}")
+        """Every rank decodes its share of the validation images; rank 0 scores them, logs every metric, and keeps
+        the best checkpoint by the best metric (best_<metric>_iter_<N>.pth, with best.pth linking to it). Returns
+        the metrics on rank 0 (None elsewhere)."""
+        if self.validator is None:
+            return None
         if self.processes.distributed:
-            torch.distributed.barrier()
+            # BatchNorm's running statistics drift apart on each rank's own batches (DDP sends rank 0's only
+            # before each training forward): validate everywhere with rank 0's, the ones its checkpoints hold.
+            for buffer in self.network.buffers():
+                torch.distributed.broadcast(buffer, src=0)
+        metrics = self.validator(self.network, self.keypoint_set, self.device, self.processes)
+        self._set_train_mode()
+        improved = False
+        if self.processes.is_main:
+            value = self.best_metric.value(metrics)
+            improved = value is not None and (self.best_value is None or value > self.best_value)
+            if improved:
+                self.best_value = value
+            row = {"iteration": self.iteration, "epoch": self.epoch}
+            row.update({name: (None if metrics.get(name) is None else float(metrics[name]))
+                        for name in self.validator.metric_names})
+            row[f"best {self.best_metric.text}"] = self.best_value
+            self._log(row, self.val_log_path)
+            tqdm.write(f"iteration {self.iteration}: {metrics['summary']}"
+                       + (f"\n{self.best_metric.text} {value:.4f}" if value is not None else "")
+                       + ("  new best" if improved else ""))
+        improved = self.processes.broadcast_from_main(improved)
+        if improved:
+            self._save_collectively(lambda: self._save_best(metrics))
         return metrics
+
+    def _save_best(self, metrics: dict) -> str:
+        """The best checkpoint, named by its metric and iteration, and best.pth pointing at it (a link, or a copy
+        where the filesystem has none); the previous best goes."""
+        directory = self.settings.checkpoint_dir
+        name = f"best_{self.best_metric.file_label}_iter_{self.iteration}.pth"
+        path = os.path.join(directory, name)
+        meta = {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        meta.update({"best_metric": self.best_metric.text, "best_value": self.best_value})
+        self._write(self._checkpoint(training=False, meta=meta), path)
+        link = os.path.join(directory, "best.pth")
+        temporary = link + ".new"
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        try:
+            os.symlink(name, temporary)
+        except OSError:
+            shutil.copyfile(path, temporary)
+        os.replace(temporary, link)  # atomic: best.pth is always a whole checkpoint
+        for old in glob.glob(os.path.join(directory, "best_*_iter_*.pth")):
+            if os.path.basename(old) != name:
+                os.unlink(old)
+        return path
 
     def _request_stop(self, signal_number, frame) -> None:
         self._stop_signal = signal_number  # acted on between iterations, where the state is consistent
@@ -392,11 +518,20 @@ class Trainer:
             return {}
         return {number: signal.signal(number, self._request_stop) for number in (signal.SIGTERM, signal.SIGINT)}
 
-    def _stop(self) -> None:
-        """Save the last finished iteration (unless just saved) and raise TrainingInterrupted."""
+    def _stop(self, agreed: bool = True) -> None:
+        """Save the last finished iteration (unless just saved) and raise TrainingInterrupted. `agreed`: every rank
+        stops here at this iteration (the signal went through the per-step agreement), so they can gather their
+        random states; otherwise rank 0 saves its own alone."""
         path = os.path.join(self.settings.checkpoint_dir, f"checkpoint_iter_{self.iteration}.pth")
-        if self.processes.is_main and self.iteration > 0 and not os.path.exists(path):
-            path = self.save_checkpoint()
+        saved = self.processes.broadcast_from_main(os.path.exists(path)) if agreed else os.path.exists(path)
+        if self.iteration > 0 and not saved:
+            if agreed:
+                self._save_training_checkpoint()
+            elif self.processes.is_main:
+                try:
+                    self.save_checkpoint()
+                except CheckpointSaveError as e:
+                    tqdm.write(f"warning: {e}")
         raise TrainingInterrupted(self._stop_signal, self.iteration,
                                   path if self.processes.is_main and os.path.exists(path) else None)
 
@@ -452,7 +587,7 @@ class Trainer:
                 except Exception:
                     if self._stop_signal is None:  # e.g. Ctrl-C also reached the data workers: not an error
                         raise
-                    self._stop()
+                    self._stop(agreed=False)
                 self.iteration += 1
                 self._agree_on_signals_and_time(seconds_before + time.perf_counter() - loop_start)
                 out_of_time = self._out_of_time()
@@ -483,21 +618,23 @@ class Trainer:
                         raise FloatingPointError(f"loss is {last_loss} at iteration {self.iteration}")
                 if self._stop_signal is not None:
                     self._stop()
-                if (self.iteration % s.checkpoint_after == 0 or out_of_time) and main:
-                    self.save_checkpoint()
+                if self.iteration % s.checkpoint_after == 0 or out_of_time:
+                    self._save_training_checkpoint()
                     saved_at = self.iteration
                 if self.iteration % s.val_after == 0:
                     self.validate()
-            if main and saved_at != self.iteration:
-                self.save_checkpoint()
+            if saved_at != self.iteration:
+                self._save_training_checkpoint()
             if self.validator is not None and self.iteration % s.val_after != 0:
                 self.validate()
         finally:
             bar.close()
             if main and self.writer is not None:
                 self.writer.close()
-        return {"iteration": self.iteration, "loss": last_loss, "best_ap": self.best_ap,
-                "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds}
+        return {"iteration": self.iteration, "loss": last_loss, "best_value": self.best_value,
+                "best_metric": self.best_metric.text if self.best_metric else None,
+                "skipped_steps": self.skipped_steps, "train_seconds": self.train_seconds,
+                "failed_saves": self.failed_saves, "computed_dtype": self.computed_dtype}
 
 
 def _truncate_csv(path: str, iteration: int) -> None:
