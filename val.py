@@ -240,7 +240,6 @@ def validate_mix(args) -> int:
     for evaluation, report in zip(sets, result.reports):
         look_closer(args, evaluation.gt, report, evaluation.images_folder,
                     args.vis_dir and os.path.join(args.vis_dir, evaluation.name), evaluation.name)
-    print(format_dataset_table(result.rows, result.mean, tuple(args.pck_keypoints)))
     if args.output_name:
         write_json({evaluation.name: report.detections for evaluation, report in zip(sets, result.reports)},
                    args.output_name)
@@ -249,6 +248,7 @@ def validate_mix(args) -> int:
                     "recipe": args.mix, "keypoint_set": keypoint_set.name, **run_description(args)},
                    args.metrics_out)
     print(written_outputs(args))
+    print(format_dataset_table(result.rows, result.mean, tuple(args.pck_keypoints)))  # the table last, as read
     return 0
 
 
