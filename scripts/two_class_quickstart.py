@@ -10,8 +10,8 @@ scripts/prepare_train_labels.py (each category to its class, both labelled exhau
 row per class, each with its own keypoints and OKS sigmas). The network, crop, schedule and time budget are the
 quickstart's (the learning rate lower), and its scene settings (fewer, larger people, no crowds, nobody cut by the
 border) with one animal of about a person's size per scene, on a canvas 1.5 times as wide and high: people and
-animals the quickstart's size in pixels, with room to stand beside each other (on its 128-pixel canvas they cover
-each other, and the animals, mostly behind someone, are hardly learnt in the budget). Outputs under --output-dir:
+animals the quickstart's size in pixels, with room to stand beside each other (on its 128-pixel canvas they mostly
+cover each other). Outputs under --output-dir:
 people_animals.json, data/, prepared_train_labels.json, runs/two_class/, loss_curve.png, validation.json (per class),
 detections.json, report.txt.
 """
