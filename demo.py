@@ -3,6 +3,7 @@
     python demo.py --checkpoint-path hpe0001.pth --video street.mp4 --track --smooth --output out.mp4
     python demo.py --checkpoint-path hpe0001.pth --video 0 --display            # camera 0
     python demo.py --checkpoint-path hpe0001.pth --images photos/ --save-json poses.jsonl
+    python demo.py --checkpoint-path hpe0001.pth --images photos/ --output-dir annotated/   # an image per image
 
 Ends with one line: `processed N frames in T s: X fps (network A ms, decoding B ms per frame)`, where T runs
 from the first frame to the last (model loading, ONNX export and kernel compilation before it are reported
@@ -39,6 +40,8 @@ def parse_args(argv=None):
     parser.add_argument("--track", action="store_true", help="give people ids that stay with them across frames")
     parser.add_argument("--smooth", action="store_true", help="One-Euro filtering of keypoints (implies --track)")
     parser.add_argument("--output", help="annotated video to write (.mp4, .avi, ...)")
+    parser.add_argument("--output-dir", help="write each annotated frame as an image here, at its own size: an image "
+                                             "list's under their own names, a video's as frame_000000.png, ...")
     parser.add_argument("--save-json", help="poses to write, one JSON line per frame (.jsonl)")
     parser.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     parser.add_argument("--backend", default="auto",
@@ -76,6 +79,49 @@ class StopRequest:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+
+
+class ImageFolderWriter:
+    """Annotated frames as image files in one folder: an image keeps its file name (the type too, where OpenCV
+    writes it; else PNG), a name met twice gets its frame index in front, a video frame is frame_NNNNNN.png."""
+
+    def __init__(self, folder: str):
+        import cv2
+
+        self._cv2 = cv2
+        self.folder = folder
+        self.written = 0
+        self._names: set[str] = set()
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            from lwpose.inference.video import VideoError
+
+            raise VideoError(f"--output-dir {folder}: cannot make the folder ({e.strerror})") from None
+
+    def _file_name(self, frame) -> str:
+        if frame.name is None:
+            return f"frame_{frame.index:06d}.png"
+        name = os.path.basename(frame.name)
+        stem, extension = os.path.splitext(name)
+        if not self._cv2.haveImageWriter(name):
+            name = stem + ".png"
+        if name in self._names:
+            name = f"{frame.index:06d}_{name}"
+        return name
+
+    def write(self, frame) -> None:
+        name = self._file_name(frame)
+        path = os.path.join(self.folder, name)
+        if not self._cv2.imwrite(path, frame.image):
+            from lwpose.inference.video import VideoError
+
+            raise VideoError(f"cannot write {path}")
+        self._names.add(name)
+        self.written += 1
+
+    def close(self) -> None:
+        pass
 
 
 class Display:
@@ -126,6 +172,7 @@ def main(argv=None) -> int:
     try:
         estimator = make_estimator(args)
         video_writer = VideoWriter(args.output, source.fps) if args.output else None
+        image_writer = ImageFolderWriter(args.output_dir) if args.output_dir else None
         json_writer = JsonLinesWriter(args.save_json) if args.save_json else None
     except (LwposeError, ValueError) as e:
         source.close()
@@ -138,7 +185,7 @@ def main(argv=None) -> int:
 
     stream = track(source, estimator, smooth=args.smooth, ids=args.track or args.smooth, max_frames=args.max_frames)
     display = Display(args.display)
-    drawer = PoseDrawer(keypoint_set) if (video_writer or display.enabled) else None
+    drawer = PoseDrawer(keypoint_set) if (video_writer or image_writer or display.enabled) else None
     times = stream.times
     status = 0
     frames_done = 0  # drawn and written (the stream's count includes a frame estimated when a second signal came)
@@ -154,6 +201,8 @@ def main(argv=None) -> int:
                 drawer.draw(frame.image, frame.people, frame.ids)
             if video_writer:
                 video_writer.write(frame.image)
+            if image_writer:
+                image_writer.write(frame)
             if json_writer:
                 json_writer.write(frame, frame.people, frame.ids)
             progress.update()
@@ -173,7 +222,7 @@ def main(argv=None) -> int:
         progress.write(f"error: {e}{flag_hint(e)}", file=sys.stderr)
     finally:
         progress.close()
-        for closable in (video_writer, json_writer, stream, backend, display):
+        for closable in (video_writer, image_writer, json_writer, stream, backend, display):
             if closable is not None:
                 closable.close()
     for problem in source.problems:
@@ -181,6 +230,8 @@ def main(argv=None) -> int:
         status = max(status, 1 if source.broken else 0)
     if video_writer and video_writer.frames:
         print(f"wrote {video_writer.frames} frames to {args.output}", file=sys.stderr)
+    if image_writer and image_writer.written:
+        print(f"wrote {image_writer.written} annotated images to {args.output_dir}", file=sys.stderr)
     if json_writer:
         print(f"wrote poses of {frames_done} frames to {args.save_json}", file=sys.stderr)
     elapsed = finished - times.started if times.started is not None and finished is not None else 0.0

@@ -12,6 +12,7 @@ best_<metric>_iter_N.pth, the best by --save-best, and best.pth linking to it), 
 import argparse
 import json
 import os
+import shutil
 import sys
 import traceback
 
@@ -35,15 +36,90 @@ from lwpose.images import ImageReadError
 from lwpose.interop.checkpoint import CheckpointError, load_checkpoint
 from lwpose.keypoints import KeypointSetError
 from lwpose.modules.pose_network import VARIANTS
-from lwpose.training.setup import (DEFAULT_DIST_TIMEOUT_MINUTES, OptimizerSettings, ProcessGroup, ProcessSetupError,
-                                   check_amp, drop_fractions, init_processes, optimizer_settings_from_config,
-                                   seed_everything, set_deterministic, starting_network)
+from lwpose.training.growing import format_changes
+from lwpose.training.setup import (DEFAULT_DIST_TIMEOUT_MINUTES, FINE_TUNE_RECIPE, FineTuneRecipe, OptimizerSettings,
+                                   ProcessGroup, ProcessSetupError, check_amp, describe_recipe, drop_fractions,
+                                   init_processes, optimizer_settings_from_config, seed_everything, set_deterministic,
+                                   starting_network)
 from lwpose.training.trainer import (AMP_DTYPES, CheckpointSaveError, NonFiniteLossError, RunSettings, Trainer,
                                      TrainingInterrupted, latest_checkpoint)
 from lwpose.training.validators import MixValidator, Validator
 
 DEFAULT_OPTIMIZER = OptimizerSettings()
 DEFAULT_AUGMENTATION = AugmentationConfig()
+DEFAULT_EPOCHS = 280
+DEFAULT_BATCH_SIZE = 80
+# A default batch size shrinks until an epoch holds this many batches (a small dataset still takes many steps per
+# pass over it: on the upper-body journey of docs/own-keypoints.md, batches of 4 instead of 9 gave 2.5 times the
+# steps per minute); a batch size given explicitly is never changed.
+MIN_BATCHES_PER_EPOCH = 16
+MAX_DEFAULT_WORKERS = 8
+# run outputs an earlier run of the same experiment name leaves (train.py --overwrite deletes exactly these)
+RUN_OUTPUTS = ("checkpoints", "log.csv", "val_log.csv", "tensorboard")
+
+
+# the flag that sets each item of the fine-tuning recipe
+RECIPE_FLAGS = {"base_lr": "--base-lr", "new_channel_lr_multiplier": "--new-channel-lr-mult", "freeze": "--freeze",
+                "warmup_iterations": "--warmup-iterations", "lr_drop_progress": "--lr-drop-progress"}
+
+
+def describe_fine_tune_recipe() -> str:
+    recipe = FINE_TUNE_RECIPE
+    return (f"base lr {recipe.base_lr:g}, new channels x{recipe.new_channel_lr_multiplier:g}, frozen "
+            f"{', '.join(recipe.freeze) or 'nothing'}, warm-up {recipe.warmup_iterations} iterations"
+            + (f", lr drops at {', '.join(f'{p:.0%}' for p in recipe.lr_drop_progress)} of the run"
+               if recipe.lr_drop_progress else "")).replace("%", "%%")
+
+
+def default_num_workers() -> int:
+    """The cores this process may use, shared by the training processes on this machine (torchrun's
+    LOCAL_WORLD_SIZE), at most MAX_DEFAULT_WORKERS: DataLoader warns about more workers than cores."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    return max(1, min(MAX_DEFAULT_WORKERS, cores // max(1, local_processes)))
+
+
+def default_batch_size(samples: int, world_size: int) -> int:
+    """DEFAULT_BATCH_SIZE, or less: at most what gives every process MIN_BATCHES_PER_EPOCH batches per epoch."""
+    return max(1, min(DEFAULT_BATCH_SIZE, samples // (world_size * MIN_BATCHES_PER_EPOCH)))
+
+
+def earlier_run(experiment_dir: str) -> list[str]:
+    """What an earlier run left in the experiment folder: its checkpoints and logs (empty when none)."""
+    found = []
+    checkpoints = os.path.join(experiment_dir, "checkpoints")
+    if os.path.isdir(checkpoints) and any(name.endswith(".pth") for name in os.listdir(checkpoints)):
+        found.append("checkpoints/")
+    for name in ("log.csv", "val_log.csv"):
+        path = os.path.join(experiment_dir, name)
+        if os.path.isfile(path) and os.path.getsize(path) > 0:
+            found.append(name)
+    return found
+
+
+def clear_earlier_run(experiment_dir: str) -> None:
+    for name in RUN_OUTPUTS:
+        path = os.path.join(experiment_dir, name)
+        if os.path.isdir(path):
+            shutil.rmtree(path)
+        elif os.path.exists(path):
+            os.remove(path)
+
+
+def given_optimizer_items(args) -> set:
+    """The optimiser settings the user chose (flags or --config entries): the fine-tuning recipe leaves them."""
+    given = set()
+    if args.config:
+        with open(args.config) as f:  # optimizer_settings() has read it already, so it is there and JSON
+            given |= set(json.load(f))
+    for item, value in (("base_lr", args.base_lr), ("new_channel_lr_multiplier", args.new_channel_lr_mult),
+                        ("warmup_iterations", args.warmup_iterations), ("lr_drop_epochs", args.lr_drop_epochs),
+                        ("lr_drop_progress", args.lr_drop_progress)):
+        if value is not None:
+            given.add(item)
+    if args.freeze:
+        given.add("freeze")
+    return given
 
 
 def parse_args(argv=None):
@@ -56,7 +132,10 @@ def parse_args(argv=None):
                       help="mix recipe (JSON): several datasets, their keypoint sets, per-batch source ratios")
     data.add_argument("--train-images-folder", default=None,
                       help="images folder (default: the one recorded in the prepared labels)")
-    data.add_argument("--num-workers", type=int, default=8, help="data loader processes (0: in this process)")
+    data.add_argument("--num-workers", type=int, default=None,
+                      help="data loader processes per training process (0: in this process; default: the cores "
+                           f"this process may use, shared by the processes on this machine, at most "
+                           f"{MAX_DEFAULT_WORKERS})")
     data.add_argument("--image-cache", choices=CACHE_MODES, default="auto",
                       help="decode every image once into memory (auto: when they fit --image-cache-mb)")
     data.add_argument("--image-cache-mb", type=float, default=2048, help="memory budget of the image cache")
@@ -91,6 +170,9 @@ def parse_args(argv=None):
     model.add_argument("--weights-only", action="store_true",
                        help="take only the weights of --checkpoint-path (new optimiser, iteration 0)")
     model.add_argument("--resume", action="store_true", help="continue this experiment from its latest checkpoint")
+    model.add_argument("--no-fine-tune-recipe", action="store_true",
+                       help="starting from another keypoint set's weights, do not apply the fine-tuning recipe "
+                            f"(by default: {describe_fine_tune_recipe()}, each item unless given)")
 
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--config", default=None,
@@ -115,9 +197,15 @@ def parse_args(argv=None):
     optim.add_argument("--new-channel-lr-mult", type=float, default=None,
                        help="channels a grown network gained (its keypoint set extends the checkpoint's) step this "
                             "many times further than the others (default 1)")
-    optim.add_argument("--batch-size", type=int, default=80, help="samples per process per batch (default 80)")
+    optim.add_argument("--warmup-iterations", type=int, default=None,
+                       help="raise the learning rate linearly over the first N iterations (default 0)")
+    optim.add_argument("--batch-size", type=int, default=None,
+                       help=f"samples per process per batch (default {DEFAULT_BATCH_SIZE}, less for a dataset too "
+                            f"small for {MIN_BATCHES_PER_EPOCH} such batches per epoch)")
     optim.add_argument("--batches-per-iter", type=int, default=1, help="batches accumulated per optimiser step")
-    optim.add_argument("--epochs", type=int, default=280)
+    optim.add_argument("--epochs", type=int, default=None,
+                       help=f"epochs to train (default {DEFAULT_EPOCHS}; with --max-minutes: as many as the time "
+                            "allows)")
     optim.add_argument("--max-iterations", type=int, default=None, help="stop after this many iterations in all")
     optim.add_argument("--max-minutes", type=float, default=None,
                        help="stop after this much training time (summed over resumes), even short of the iterations")
@@ -130,7 +218,11 @@ def parse_args(argv=None):
                        help="skip a step whose loss is NaN or inf (counted) instead of stopping the run")
 
     run = parser.add_argument_group("run")
-    run.add_argument("--experiment-name", default="default", help="outputs go to EXPERIMENTS_FOLDER/NAME")
+    run.add_argument("--experiment-name", default="default",
+                     help="outputs go to EXPERIMENTS_FOLDER/NAME; a name with an earlier run needs --resume or "
+                          "--overwrite")
+    run.add_argument("--overwrite", action="store_true",
+                     help="delete the earlier run of this --experiment-name (its checkpoints and logs) and start anew")
     run.add_argument("--experiments-folder", default="runs")
     run.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     run.add_argument("--log-after", type=int, default=100, help="log every N iterations")
@@ -172,7 +264,8 @@ def optimizer_settings(args) -> OptimizerSettings:
         settings = OptimizerSettings()
     for name, value in (("base_lr", args.base_lr), ("weight_decay", args.weight_decay),
                         ("bias_lr_multiplier", args.bias_lr_mult), ("lr_drop_factor", args.lr_drop_factor),
-                        ("new_channel_lr_multiplier", args.new_channel_lr_mult)):
+                        ("new_channel_lr_multiplier", args.new_channel_lr_mult),
+                        ("warmup_iterations", args.warmup_iterations)):
         if value is not None:
             setattr(settings, name, value)
     if args.lr_drop_epochs is not None:
@@ -287,6 +380,13 @@ def main(argv=None) -> int:
     error = None
     checkpoint_path, weights_only, checkpoint = args.checkpoint_path, args.weights_only, None
     try:
+        if args.resume and args.overwrite:
+            raise ValueError("--resume continues the earlier run, --overwrite deletes it: give one of them")
+        # rank 0 alone looks (the folder may be on its disk only); its refusal stops every rank
+        earlier = [] if args.resume or not processes.is_main else earlier_run(experiment_dir)
+        if earlier and not args.overwrite:
+            raise ValueError(f"{experiment_dir} holds an earlier run ({', '.join(earlier)}); continue it with "
+                             "--resume, delete it and start anew with --overwrite, or give another --experiment-name")
         recipe = load_mix_recipe(args.mix) if args.mix else None
         labels = training_labels(args, recipe, say)
         settings = optimizer_settings(args)
@@ -321,7 +421,20 @@ def main(argv=None) -> int:
                                  weights_only, args.from_mobilenet, args.num_channels, args.backbone_width,
                                  checkpoint=checkpoint)
         del checkpoint
+        given = given_optimizer_items(args)
+        recipe_items = []
+        if start.training_state is not None:  # a resumed run takes again what its start took from the recipe
+            recipe_items = FineTuneRecipe.restore(settings, start.training_state.get("optimizer_settings", {}), given)
+        elif start.reshaped and not args.no_fine_tune_recipe:
+            recipe_items = FINE_TUNE_RECIPE.apply(settings, given)
         iteration = start.training_state["iteration"] if start.training_state else 0
+        batch_note = None
+        if args.batch_size is None:
+            args.batch_size = max(len(labels.sources), default_batch_size(len(dataset), processes.world_size))
+            if args.batch_size < DEFAULT_BATCH_SIZE:
+                batch_note = (f"note: batch size {args.batch_size} per process (the default {DEFAULT_BATCH_SIZE} "
+                              f"shrunk for {len(dataset)} samples: {MIN_BATCHES_PER_EPOCH} or more batches per "
+                              "epoch where the data allows, more steps in a short run; --batch-size sets it)")
         if recipe is None:
             sampler = InfiniteBatchSampler(len(dataset), args.batch_size, args.seed,
                                            start_batch=iteration * args.batches_per_iter, rank=processes.rank,
@@ -334,7 +447,12 @@ def main(argv=None) -> int:
         error = e
     if stop_on_failures(processes, error):
         return 2
-    total = args.max_iterations or args.epochs * sampler.batches_per_epoch // args.batches_per_iter
+    if args.max_iterations:
+        total = args.max_iterations
+    elif args.max_minutes and args.epochs is None:  # the time budget alone ends the run
+        total = sys.maxsize
+    else:
+        total = max(1, (args.epochs or DEFAULT_EPOCHS) * sampler.batches_per_epoch // args.batches_per_iter)
     run_settings = RunSettings(
         experiment_dir, total, sampler.batches_per_epoch, args.batch_size, args.batches_per_iter, args.amp,
         args.log_after, args.checkpoint_after, args.val_after, args.keep_checkpoints, not args.no_progress,
@@ -346,7 +464,11 @@ def main(argv=None) -> int:
         skip_nonfinite_loss=args.skip_nonfinite_loss, channels_last=args.channels_last,
         max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
         keep_going_on_save_error=args.keep_going_on_save_error)
-    loader = make_train_loader(dataset, sampler, args.num_workers, pin_memory=processes.device.type == "cuda")
+    num_workers = default_num_workers() if args.num_workers is None else args.num_workers
+    loader = make_train_loader(dataset, sampler, num_workers, pin_memory=processes.device.type == "cuda")
+    if earlier and processes.is_main:  # --overwrite: only now that everything else is known to start
+        clear_earlier_run(experiment_dir)
+        say(f"--overwrite: deleted the earlier run in {experiment_dir} ({', '.join(earlier)})")
     try:
         trainer = Trainer(run_settings, start.network, start.architecture, labels.keypoint_set, loader, processes,
                           settings, validator, start.training_state, start.new_channels, best_metric)
@@ -355,6 +477,17 @@ def main(argv=None) -> int:
         return 2
     say(f"network: {start.architecture.variant}, {start.architecture.num_refinement_stages} refinement stage(s), "
         f"keypoint set '{labels.keypoint_set.name}'; {start.description}")
+    if start.reshaped:
+        say(format_changes(start.changes))
+    if recipe_items or start.reshaped:
+        say("fine-tuning " + ("recipe: " if recipe_items else "(--no-fine-tune-recipe or every item given): ")
+            + describe_recipe(settings, recipe_items)
+            + (f". Override with {', '.join(RECIPE_FLAGS[item] for item in recipe_items)}, or --no-fine-tune-recipe"
+               if recipe_items else ""))
+    say(f"flip pairs of '{labels.keypoint_set.name}' (swapped by the flip augmentation): "
+        f"{labels.keypoint_set.describe_flip_pairs()}")
+    if batch_note:
+        say(batch_note)
     say(f"data: {len(dataset)} samples, {sampler.batches_per_epoch} batches of {args.batch_size} per epoch x "
         f"{processes.world_size} process(es); images "
         + (f"decoded once into memory ({dataset.images.cache_megabytes:.0f} MB)" if dataset.images.cached
@@ -362,7 +495,8 @@ def main(argv=None) -> int:
     if recipe is not None:
         say(f"mix '{recipe.name}' ({recipe.mode}): every batch of {args.batch_size} holds "
             + ", ".join(f"{count} {source.name}" for count, source in zip(sampler.counts, labels.sources)))
-    say((f"training for {args.max_minutes:g} minutes or to iteration {total}, whichever comes first"
+    say((f"training for {args.max_minutes:g} minutes" + ("" if total == sys.maxsize else
+                                                          f" or to iteration {total}, whichever comes first")
          if args.max_minutes else f"training to iteration {total}")
         + f" on {processes.device} (amp: {args.amp or 'off'}), outputs in {experiment_dir}")
     all_ranks_finish = False  # every rank ends the run together, or one rank fails on its own

@@ -1,7 +1,13 @@
 """Validate a model on a COCO-format keypoint file with pycocotools (OKS with the keypoint set's sigmas).
 
-    python val.py --labels person_keypoints_val2017.json --images-folder val2017 --checkpoint-path model.pth
+    python val.py --labels person_keypoints_val2017.json --images-folder val2017 --checkpoint-path model.pth \
+        --output-dir runs/val                                      # metrics.json and detections.json there
     python val.py --mix recipe.json --checkpoint-path model.pth     # every source of a mix recipe, one table
+
+The model's keypoints meet the ground truth's by name, then through either set's aliases (a set saying
+`"aliases": {"head": ["nose"]}` scores a model's `nose` as the ground truth's `head`, and the other way). A model
+that predicts some of the ground truth's keypoints and nothing else (your own set trained from a COCO file) is scored
+on its own keypoints: the ground truth is converted into its set as training labels are (`--score-on`).
 
 A multi-class model (scripts/make_keypoint_set.py --classes) is scored per class: each class against the category of
 its name (or the one --category-class maps to it) with its own keypoints and sigmas, one row per class; the
@@ -16,7 +22,8 @@ from lwpose.datasets.mix_evaluation import validate_mix as validate_mix_sets
 from lwpose.datasets.mix_recipe import load_mix_recipe
 from lwpose.errors import LwposeError, flag_hint
 from lwpose.evaluation.classes import format_class_table, load_class_ground_truths, validate_classes
-from lwpose.evaluation.coco import METRIC_NAMES, format_metric, load_keypoint_ground_truth
+from lwpose.evaluation.coco import (METRIC_NAMES, format_metric, ground_truth_in_set,
+                                    load_keypoint_ground_truth)
 from lwpose.evaluation.per_keypoint import format_per_keypoint
 from lwpose.evaluation.validation import format_dataset_table, validate_coco, write_json
 from lwpose.evaluation.visualize import write_visualisations
@@ -48,7 +55,17 @@ def parse_args(argv=None):
     parser.add_argument("--category-class", nargs="+", action="extend", default=[], metavar="CATEGORY=CLASS",
                         help="a multi-class model: the class a ground-truth category whose name is not a class's "
                              "is scored as")
-    parser.add_argument("--output-name", default="detections.json", help="where to write the COCO detections")
+    parser.add_argument("--score-on", default="auto", metavar="labels|model|SET",
+                        help="the keypoints scored: 'labels' the ground truth's own (those the model lacks count as "
+                             "missed), 'model' the model's (the ground truth converted into its set by name, aliases "
+                             "and derived keypoints), or a keypoint set (name or JSON) both are brought into; 'auto' "
+                             "(default): 'model' when the model predicts only keypoints the ground truth has, and "
+                             "fewer, else 'labels'")
+    parser.add_argument("--output-dir", default=None,
+                        help="write metrics.json and detections.json into this folder")
+    parser.add_argument("--output-name", default=None,
+                        help="where to write the COCO detections (default: next to the metrics, or in --output-dir; "
+                             "none without either)")
     parser.add_argument("--metrics-out", default=None, help="write the metrics as JSON here")
     parser.add_argument("--backend", default="auto",
                         help="inference engine: torch, onnxruntime, openvino, or auto (default) = the fastest "
@@ -73,7 +90,43 @@ def parse_args(argv=None):
         parser.error("give the model: --checkpoint-path or --openvino-ir")
     if args.vis_every < 0 or args.vis_worst < 0:
         parser.error("--vis-every and --vis-worst cannot be negative")
+    if args.output_dir:
+        args.metrics_out = args.metrics_out or os.path.join(args.output_dir, "metrics.json")
+        args.output_name = args.output_name or os.path.join(args.output_dir, "detections.json")
+    elif args.metrics_out and not args.output_name:
+        stem, _ = os.path.splitext(args.metrics_out)
+        args.output_name = f"{stem}_detections.json"
     return args
+
+
+def scored_ground_truth(gt, model_set, score_on: str):
+    """The ground truth to score and a line saying what is scored: converted into the model's set (or another
+    one) when asked or when 'auto' finds the model predicts a strict subset of the ground truth's keypoints."""
+    from lwpose.datasets.conversion import KeypointConversion
+    from lwpose.keypoints import load_keypoint_set
+
+    if score_on == "auto":
+        labelled = KeypointConversion.by_name(gt.keypoint_set, model_set).labelled
+        subset = labelled.all() and (model_set.indices_in(gt.keypoint_set) < 0).any()
+        score_on = "model" if subset else "labels"
+    if score_on == "labels":
+        return gt, None
+    target = model_set if score_on == "model" else load_keypoint_set(score_on)
+    conversion = KeypointConversion.by_name(gt.keypoint_set, target)
+    renamed = [f"{name} <- {gt.keypoint_set.keypoints[first]}" for name, first, second
+               in zip(target.keypoints, conversion.first, conversion.second)
+               if first >= 0 and second < 0 and gt.keypoint_set.keypoints[first] != name]
+    derived = [f"{name} = midpoint of {gt.keypoint_set.keypoints[first]}, {gt.keypoint_set.keypoints[second]}"
+               for name, first, second in zip(target.keypoints, conversion.first, conversion.second) if second >= 0]
+    unlabelled = [name for name, first in zip(target.keypoints, conversion.first) if first < 0]
+    line = (f"scoring on the {target.num_keypoints} keypoints of '{target.name}'"
+            + (" (the model's)" if target is model_set else "")
+            + f": the ground truth's '{gt.keypoint_set.name}' converted by name"
+            + (f", aliases ({', '.join(renamed)})" if renamed else "")
+            + (f", derived ({'; '.join(derived)})" if derived else "")
+            + (f"; not in the ground truth: {', '.join(unlabelled)}" if unlabelled else "")
+            + f". --score-on labels scores all {gt.keypoint_set.num_keypoints} of '{gt.keypoint_set.name}' instead")
+    return ground_truth_in_set(gt, target), line
 
 
 def main(argv=None) -> int:
@@ -91,10 +144,20 @@ def main(argv=None) -> int:
         if keypoint_set.num_classes > 1:
             return validate_per_class(args, estimator)
         gt = load_keypoint_ground_truth(args.labels, args.gt_keypoints, fallback_set=keypoint_set)
+        gt, scoring = scored_ground_truth(gt, keypoint_set, args.score_on)
     except (LwposeError, ValueError) as e:
         print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
-    missing = [n for n in gt.keypoint_set.keypoints if n not in keypoint_set.index]
+    if scoring:
+        print(f"note: {scoring}")
+    if estimator.flip_note:
+        print(f"note: --{estimator.flip_note}")
+    mapping = keypoint_set.indices_in(gt.keypoint_set)
+    missing = [n for n, i in zip(gt.keypoint_set.keypoints, mapping) if i < 0]
+    matched = [f"{n} <- {keypoint_set.keypoints[i]}" for n, i in zip(gt.keypoint_set.keypoints, mapping)
+               if i >= 0 and keypoint_set.keypoints[i] != n]
+    if matched:
+        print(f"note: scored through aliases: {', '.join(matched)} (ground truth <- model)")
     if len(missing) == gt.keypoint_set.num_keypoints:
         print(f"error: the model's keypoints ({keypoint_set.name}) share no name with the ground truth's "
               f"({gt.keypoint_set.name})", file=sys.stderr)
@@ -102,8 +165,9 @@ def main(argv=None) -> int:
     if missing:
         print(f"note: the model does not predict {missing}; they count as missed")
     report = validate_coco(estimator, gt, args.images_folder, progress=not args.no_progress,
-                           max_images=args.max_images, pck=args.per_keypoint)
-    write_json(report.detections, args.output_name)
+                           max_images=args.max_images, mapping=mapping, pck=args.per_keypoint)
+    if args.output_name:
+        write_json(report.detections, args.output_name)
     look_closer(args, gt, report, args.images_folder, args.vis_dir, gt.keypoint_set.name)
     print(report.metrics["summary"] if "summary" in report.metrics else "no detections")
     if report.unreadable:
@@ -112,7 +176,9 @@ def main(argv=None) -> int:
     print(" ".join(f"{name} {format_metric(report.metrics[name])}" for name in METRIC_NAMES[:6])
           + f"  ({report.num_images} images, {len(report.detections)} detections, {report.seconds:.1f} s)")
     if args.metrics_out:
-        write_json(report.to_json() | {"labels": args.labels, **run_description(args)}, args.metrics_out)
+        write_json(report.to_json() | {"labels": args.labels, "scored_keypoint_set": gt.keypoint_set.name,
+                                       **run_description(args)}, args.metrics_out)
+    print(written_outputs(args))
     return 0
 
 
@@ -129,7 +195,8 @@ def validate_per_class(args, estimator: PoseEstimator) -> int:
         print(f"note: the ground truth has no category for class '{name}'; it is not scored")
     report = validate_classes(estimator, truths, args.images_folder, unscored, progress=not args.no_progress,
                               max_images=args.max_images)
-    write_json(report.detections, args.output_name)
+    if args.output_name:
+        write_json(report.detections, args.output_name)
     print(format_class_table(report.rows))
     if report.unreadable:
         print(f"{len(report.unreadable)} of {report.num_images} images could not be read and count as missed: "
@@ -137,7 +204,16 @@ def validate_per_class(args, estimator: PoseEstimator) -> int:
     print(f"({report.num_images} images, {len(report.detections)} detections, {report.seconds:.1f} s)")
     if args.metrics_out:
         write_json(report.to_json() | {"labels": args.labels, **run_description(args)}, args.metrics_out)
+    print(written_outputs(args))
     return 0
+
+
+def written_outputs(args) -> str:
+    written = [f"metrics {args.metrics_out}" if args.metrics_out else "",
+               f"detections {args.output_name}" if args.output_name else ""]
+    written = [w for w in written if w]
+    return ("wrote " + ", ".join(written)) if written else \
+        "metrics and detections not written (--output-dir DIR keeps both)"
 
 
 def look_closer(args, gt, report, images_folder: str, vis_dir: str | None, title: str) -> None:
@@ -182,6 +258,8 @@ def validate_mix(args) -> int:
     except (LwposeError, ValueError) as e:
         print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2
+    if estimator.flip_note:
+        print(f"note: --{estimator.flip_note}")
     for evaluation in sets:
         if evaluation.unscored:
             print(f"note: {evaluation.name}: the model has no keypoint for {evaluation.unscored}; they count as missed "
@@ -191,13 +269,15 @@ def validate_mix(args) -> int:
     for evaluation, report in zip(sets, result.reports):
         look_closer(args, evaluation.gt, report, evaluation.images_folder,
                     args.vis_dir and os.path.join(args.vis_dir, evaluation.name), evaluation.name)
-    print(format_dataset_table(result.rows, result.mean, tuple(args.pck_keypoints)))
-    write_json({evaluation.name: report.detections for evaluation, report in zip(sets, result.reports)},
-               args.output_name)
+    if args.output_name:
+        write_json({evaluation.name: report.detections for evaluation, report in zip(sets, result.reports)},
+                   args.output_name)
     if args.metrics_out:
         write_json({"datasets": {row["dataset"]: row for row in result.rows}, "weighted_mean": result.mean,
                     "recipe": args.mix, "keypoint_set": keypoint_set.name, **run_description(args)},
                    args.metrics_out)
+    print(written_outputs(args))
+    print(format_dataset_table(result.rows, result.mean, tuple(args.pck_keypoints)))  # the table last, as read
     return 0
 
 

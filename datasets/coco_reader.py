@@ -15,7 +15,7 @@ import numpy as np
 
 from lwpose.errors import LwposeError
 from lwpose.evaluation.coco import COCO_COORDINATE_OFFSET, GroundTruthError, image_path
-from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set
+from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set, shipped_set_names
 from lwpose.labels.filled_file import PseudoLabelError, read_header, read_scores
 
 # OpenCV refuses to decode larger images (CV_IO_MAX_IMAGE_PIXELS), and an ignore mask of a larger declared size
@@ -82,20 +82,44 @@ def detect_source_set(path: str, category_names: list[str] | None, target: Keypo
     shipped = find_shipped_set_for_names(category_names)
     if shipped is None:
         raise AnnotationError(
-            f"{path}: the category's {len(category_names)} keypoint names ({', '.join(category_names[:4])}, ...) "
-            f"match neither keypoint set '{target.name}' nor a shipped set; name the file's set (a shipped name "
-            "or a JSON file)", settings=("source_keypoints",))
+            f"{path}: the category's {len(category_names)} keypoint names ({', '.join(map(str, category_names))}) "
+            f"match neither keypoint set '{target.name}' nor a shipped set; "
+            f"{closest_set_difference(category_names, target)}; name the file's set (a shipped name or a JSON file)",
+            settings=("source_keypoints",))
     return shipped
 
 
-def _name_mismatch(keypoint_set: KeypointSet, names: list) -> str:
+def closest_set_difference(names: list, target: KeypointSet) -> str:
+    """Which of `names` keeps them from spelling the set closest to them (the target or a shipped set, the most
+    names in the right place), in words."""
+    candidates = [target] + [load_keypoint_set(n) for n in shipped_set_names() if n != target.name]
+
+    def agreement(keypoint_set: KeypointSet) -> int:
+        return sum(1 for i, name in enumerate(names[:keypoint_set.num_keypoints]) if keypoint_set.find(str(name)) == i)
+
+    closest = max(candidates, key=lambda ks: (agreement(ks), -abs(ks.num_keypoints - len(names))))
+    return f"closest is '{closest.name}', which differs: {_name_mismatch(closest, names, every=True)}"
+
+
+def _name_mismatch(keypoint_set: KeypointSet, names: list, every: bool = False) -> str:
+    """How a file's keypoint names differ from the set's: the count, or the first name in a wrong place (`every`:
+    all of them, and the count)."""
+    problems = []
     if len(names) != keypoint_set.num_keypoints:
-        return f"lists {len(names)} keypoint names, keypoint set '{keypoint_set.name}' has {keypoint_set.num_keypoints}"
-    for i, name in enumerate(names):
+        problems.append(f"lists {len(names)} keypoint names, keypoint set '{keypoint_set.name}' has "
+                        f"{keypoint_set.num_keypoints}")
+        if not every:
+            return problems[0]
+    for i, name in enumerate(names[:keypoint_set.num_keypoints]):
         if keypoint_set.find(str(name)) != i:
-            return (f"lists keypoint {i} as '{name}', keypoint set '{keypoint_set.name}' has "
-                    f"'{keypoint_set.keypoints[i]}' there")
-    return ""
+            problems.append(f"lists keypoint {i} as '{name}', keypoint set '{keypoint_set.name}' has "
+                            f"'{keypoint_set.keypoints[i]}' there")
+            if not every:
+                break
+    extra = [str(n) for n in names[keypoint_set.num_keypoints:]]
+    if every and extra:
+        problems.append(f"the file has more: {', '.join(extra)}")
+    return "; ".join(problems)
 
 
 def read_annotation_json(path: str):

@@ -11,7 +11,8 @@ and how batches mix them. Relative paths are relative to the recipe file.
          "keypoints": "mpii", "source_ratio": 0.5, "sample_ratio_factor": 2,
          "keypoint_map": [["thorax", "neck"]]}
       ],
-      "selection": {"min_keypoints": 5, "min_area": 1024, "min_center_distance": 0.3}
+      "selection": {"min_keypoints": 5, "min_area": 1024, "min_center_distance": 0.3}   (default min_keypoints: a
+                                                                                     quarter of the target's)
     }
 
 target: `mode` "merge" (the target is one source's own set; the others map into it and their extra joints are
@@ -363,7 +364,7 @@ def prepare_mixed_labels(recipe: MixRecipe, progress: bool = False, report=print
             raise recipe.fail(source.entry, str(e)) from None
         if not len(part):
             raise recipe.fail(source.entry, f"no person qualifies as a training sample (>= "
-                                            f"{recipe.selection.min_keypoints} keypoints, area >= "
+                                            f"{part.settings.min_keypoints} keypoints, area >= "
                                             f"{recipe.selection.min_area:g})")
         part.summary["missing_image_files"] = missing
         parts.append(part)
@@ -386,7 +387,7 @@ def _prepare_class_source(source: MixSource, recipe: MixRecipe) -> PreparedLabel
         raise recipe.fail(source.entry, str(e)) from None
     if not len(part):
         raise recipe.fail(source.entry, f"no instance qualifies as a training sample (>= "
-                                        f"{recipe.selection.min_keypoints} keypoints, area >= "
+                                        f"{part.settings.min_keypoints} keypoints, area >= "
                                         f"{recipe.selection.min_area:g})")
     part.summary["missing_image_files"] = missing
     return part

@@ -27,6 +27,7 @@ Layout (format "lwpose-prepared-labels", version 1):
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -48,13 +49,34 @@ class PreparedLabelsError(LwposeError, ValueError):
     """A prepared-labels file that cannot be used; the message names the file and the entry."""
 
 
+# A training sample's person needs this share of the target set's keypoints labelled, rounded up: 5 for COCO's 17 and
+# lwop18's 18 (the reference's 5), 2 for a set of 5.
+MIN_KEYPOINTS_SHARE = 0.25
+# The preparation warns when its thresholds leave more than this share of the people with keypoints out of the
+# training samples.
+DROPPED_PEOPLE_WARNING_SHARE = 1 / 3
+
+
+def default_min_keypoints(keypoint_set: KeypointSet) -> int:
+    """A multi-class set's instance has only its own class's keypoints: the share of the smallest class's."""
+    smallest = min(len(c.channels) for c in keypoint_set.classes)
+    return max(1, math.ceil(MIN_KEYPOINTS_SHARE * smallest))
+
+
 @dataclass(frozen=True)
 class SelectionSettings:
-    """Which people become training samples; the defaults are the reference's."""
+    """Which people become training samples; the defaults are the reference's, with `min_keypoints` scaled to the
+    target set (None: `default_min_keypoints`, counted in the target set)."""
 
-    min_keypoints: int = 5
+    min_keypoints: int | None = None
     min_area: float = 32 * 32
     min_center_distance: float = 0.3  # skip a person whose box centre is this close (x the kept box's width)
+
+    def for_set(self, keypoint_set: KeypointSet) -> "SelectionSettings":
+        """These settings with `min_keypoints` filled in for `keypoint_set`."""
+        if self.min_keypoints is not None:
+            return self
+        return SelectionSettings(default_min_keypoints(keypoint_set), self.min_area, self.min_center_distance)
 
 
 @dataclass
@@ -263,10 +285,13 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
                           conversion_note: str | None = None) -> PreparedLabels:
     """Select training samples (the reference's rules, configurable), convert people to the target set (by name,
     after the explicit `keypoint_map` pairs), and turn crowds and people without keypoints into ignore regions.
-    Images in `missing_images` are left out. A filled file's pseudo-labels are kept apart from its labels, to be
-    trained with `pseudo_weight` (default DEFAULT_PSEUDO_WEIGHT). `labelled` (K,) bool: the target keypoints the source
-    labels (default: those its keypoint set has; a multi-class file read by datasets/class_labels.py gives the
-    channels of the classes it labels exhaustively), with `conversion_note` saying how its classes were converted."""
+    Images in `missing_images` are left out. A person's labelled keypoints are counted in the target set (after
+    conversion; derived keypoints and pseudo-labels left out) against `settings.min_keypoints`. A filled file's
+    pseudo-labels are kept apart from its labels, to be trained with `pseudo_weight` (default
+    DEFAULT_PSEUDO_WEIGHT). `labelled` (K,) bool: the target keypoints the source labels (default: those its keypoint
+    set has; a multi-class file read by datasets/class_labels.py gives the channels of the classes it labels
+    exhaustively), with `conversion_note` saying how its classes were converted."""
+    settings = settings.for_set(target)
     conversion = KeypointConversion.by_name(coco.keypoint_set, target, keypoint_map)
     if not conversion.labelled.any():
         raise AnnotationError(f"{coco.path}: keypoint set '{coco.keypoint_set.name}' shares no keypoint with "
@@ -281,6 +306,9 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
     elif pseudo_weight is not None:
         raise AnnotationError(f"{coco.path}: a pseudo-label weight is given, but the file holds no pseudo-labels "
                               "(scripts/pseudo_label.py writes files that do)")
+    # Keypoints a person has labelled, counted in the target set: those copied from the file (by name or alias) that
+    # the source labels; a derived midpoint (lwop18's neck) restates two of them, a pseudo-label is no label.
+    counted = (conversion.first >= 0) & (conversion.second < 0) & labelled
     counts = {"annotations": 0, "crowd_regions": 0, "people_without_keypoints": 0,
               "people_without_target_keypoints": 0, "people_with_keypoints": 0, "samples": 0,
               "dropped_too_few_keypoints": 0, "dropped_too_small": 0, "dropped_too_close": 0,
@@ -313,7 +341,7 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
                 continue
             counts["people_with_keypoints"] += 1
             people.append((person, converted))
-            if person.num_labelled < settings.min_keypoints:
+            if np.count_nonzero(converted[counted, 2] > 0) < settings.min_keypoints:
                 counts["dropped_too_few_keypoints"] += 1
                 continue
             if person.area < settings.min_area:
@@ -347,6 +375,13 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
                     labelled, conversion_note or conversion.describe(), pseudo_weight)
     return PreparedLabels(target, [source], images, np.asarray(samples, np.int64).reshape(-1, 2), settings,
                           counts)
+
+
+def too_many_dropped(summary: dict) -> bool:
+    """Whether the thresholds (too few keypoints, too small) left more than DROPPED_PEOPLE_WARNING_SHARE of the
+    people with keypoints out of the training samples."""
+    dropped = summary.get("dropped_too_few_keypoints", 0) + summary.get("dropped_too_small", 0)
+    return dropped > DROPPED_PEOPLE_WARNING_SHARE * summary.get("people_with_keypoints", 0)
 
 
 def combine_prepared_labels(parts: Sequence[PreparedLabels]) -> PreparedLabels:

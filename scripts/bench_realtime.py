@@ -3,6 +3,8 @@
     python scripts/benchmark.py decode  --checkpoint-path hpe0001.pth   # decoding per frame, and in crowds
     python scripts/benchmark.py network --checkpoint-path hpe0001.pth   # the network per backend and input size
     python scripts/benchmark.py demo    --checkpoint-path hpe0001.pth   # demo.py end to end, per backend
+    python scripts/benchmark.py demo    --checkpoint-path hpe0001.pth --openvino-ir omz=OMZ.xml ours=int8.xml
+                                        # ... and OpenVINO on each IR (INT8 ones: docs/int8.md), a row each
 
 Times are wall-clock medians on whatever else the machine is doing: quote them with the machine's load.
 """
@@ -188,12 +190,27 @@ def network_variants(args) -> list[tuple[str, dict]]:
                 ("onnxruntime", dict(name="onnxruntime")),
                 ("openvino latency", dict(name="openvino", performance_hint="LATENCY")),
                 ("openvino throughput (2 in flight)", dict(name="openvino", performance_hint="THROUGHPUT"))]
-    if args.openvino_ir:
-        variants += [("openvino INT8 IR latency",
-                      dict(name="openvino", model=args.openvino_ir, performance_hint="LATENCY")),
-                     ("openvino INT8 IR throughput (2 in flight)",
-                      dict(name="openvino", model=args.openvino_ir, performance_hint="THROUGHPUT"))]
+    for label, path in ir_list(args.openvino_ir):
+        variants += [(f"openvino {label} IR latency", dict(name="openvino", model=path, performance_hint="LATENCY")),
+                     (f"openvino {label} IR throughput (2 in flight)",
+                      dict(name="openvino", model=path, performance_hint="THROUGHPUT"))]
     return variants
+
+
+def ir_list(specs) -> list[tuple[str, str]]:
+    """(label, path) of each IR given as PATH or LABEL=PATH ('' gives none); a bare path is labelled INT8 when it
+    lies in an INT8 precision folder (Open Model Zoo's layout, <name>/FP16-INT8/<name>.xml), else by its file name."""
+    result = []
+    for spec in specs or []:
+        if not spec:
+            continue
+        label, sep, path = spec.partition("=")
+        if not sep or not label or os.sep in label:
+            path = spec
+            folder = os.path.basename(os.path.dirname(os.path.abspath(path)))
+            label = "INT8" if "INT8" in folder.upper() else os.path.splitext(os.path.basename(path))[0]
+        result.append((label, path))
+    return result
 
 
 def _sync_cuda(device: str) -> None:
@@ -272,11 +289,12 @@ def widescreen_copy(video: str, frames: int, folder: str) -> str:
 
 def demo_variants(args) -> list[tuple[str, list[str]]]:
     """(label, demo.py engine flags) per engine to time: every installed backend on the checkpoint (on a GPU,
-    torch), and OpenVINO on the INT8 IR when there is one."""
+    torch), and OpenVINO on each IR given (INT8 ones: Open Model Zoo's, scripts/quantize.py's)."""
     backends = args.backends or (["torch"] if args.device.startswith("cuda") else installed_backends())
     variants = [(backend, ["--backend", backend]) for backend in backends]
-    if args.openvino_ir and not args.device.startswith("cuda") and "openvino" in installed_backends():
-        variants.append(("openvino INT8 IR", ["--backend", "openvino", "--openvino-ir", args.openvino_ir]))
+    if not args.device.startswith("cuda") and "openvino" in installed_backends():
+        variants += [(f"openvino {label} IR", ["--backend", "openvino", "--openvino-ir", path])
+                     for label, path in ir_list(args.openvino_ir)]
     return variants
 
 
@@ -321,9 +339,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _int8_ir(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--openvino-ir", default=DEFAULT_INT8_IR if os.path.exists(DEFAULT_INT8_IR) else None,
-                        help="also time OpenVINO on this IR of the checkpoint's network (default: Open Model Zoo's "
-                             "INT8 human-pose-estimation-0001 in ../shared when present; '' for none)")
+    parser.add_argument("--openvino-ir", nargs="*", metavar="[LABEL=]XML",
+                        default=[DEFAULT_INT8_IR] if os.path.exists(DEFAULT_INT8_IR) else [],
+                        help="also time OpenVINO on these IRs of the checkpoint's network, each a row labelled "
+                             "LABEL or by its file name, e.g. an INT8 one from scripts/quantize.py (default: Open "
+                             "Model Zoo's INT8 human-pose-estimation-0001 in ../shared when present; none with the "
+                             "flag alone or '')")
 
 
 def register(subparsers) -> None:

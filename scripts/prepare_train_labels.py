@@ -3,8 +3,9 @@
     python scripts/prepare_train_labels.py --labels person_keypoints_train2017.json --images-folder train2017 \
         --keypoints lwop18 --output-name prepared_train_labels.json
 
-One training sample per person with enough keypoints (default >= 5) and area (default >= 32*32), carrying the other
-people of its image; crowd regions and people without keypoints become ignore regions (zero loss weight).
+One training sample per person with enough keypoints of the target set (default: a quarter of them, rounded up) and
+area (default >= 32*32), carrying the other people of its image; crowd regions and people without keypoints become
+ignore regions (zero loss weight).
 The file's keypoints are converted to the target set by name (plus the set's derived keypoints, e.g. lwop18's neck).
 
     python scripts/prepare_train_labels.py --mix recipe.json --output-name prepared_mix.json
@@ -28,8 +29,9 @@ from lwpose.errors import flag_hint  # noqa: E402
 from lwpose.datasets.class_labels import read_coco_classes  # noqa: E402
 from lwpose.datasets.coco_reader import AnnotationError, find_missing_images, read_coco_keypoints  # noqa: E402
 from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
-from lwpose.datasets.prepared_labels import (DEFAULT_PSEUDO_WEIGHT, SelectionSettings,  # noqa: E402
-                                             build_prepared_labels)
+from lwpose.datasets.prepared_labels import (DEFAULT_PSEUDO_WEIGHT, DROPPED_PEOPLE_WARNING_SHARE,  # noqa: E402
+                                             MIN_KEYPOINTS_SHARE, SelectionSettings, build_prepared_labels,
+                                             default_min_keypoints, too_many_dropped)
 from lwpose.keypoints import KeypointSetError, load_keypoint_set  # noqa: E402
 
 DEFAULTS = SelectionSettings()
@@ -48,8 +50,10 @@ def parse_args(argv=None):
     parser.add_argument("--images-folder", default=None,
                         help="folder of the images: checked for missing files and recorded for train.py")
     parser.add_argument("--output-name", default="prepared_train_labels.json", help="prepared labels to write")
-    parser.add_argument("--min-keypoints", type=int, default=DEFAULTS.min_keypoints,
-                        help=f"labelled keypoints a training sample's person needs (default {DEFAULTS.min_keypoints})")
+    parser.add_argument("--min-keypoints", type=int, default=None,
+                        help="keypoints of the target set a training sample's person needs labelled (default: "
+                             f"{MIN_KEYPOINTS_SHARE * 100:g}%% of the set's keypoints, rounded up: "
+                             f"{default_min_keypoints(load_keypoint_set('coco'))} for COCO's)")
     parser.add_argument("--min-area", type=float, default=DEFAULTS.min_area,
                         help=f"area a training sample's person needs, in pixels (default {DEFAULTS.min_area:g})")
     parser.add_argument("--min-center-distance", type=float, default=DEFAULTS.min_center_distance,
@@ -77,16 +81,19 @@ def category_classes(pairs: list[str]) -> dict[str, str]:
     return mapping
 
 
-def format_summary(summary: dict, keypoint_set_name: str, source, settings: SelectionSettings) -> str:
+def format_summary(summary: dict, keypoint_set, source, settings: SelectionSettings) -> str:
     s = summary
+    keypoint_set_name = keypoint_set.name
     lines = [
         f"source '{source.name}' (keypoint set '{source.keypoint_set.name}') -> '{keypoint_set_name}': "
         f"{source.conversion}",
+        f"flip pairs of '{keypoint_set_name}' (swapped by the flip augmentation): "
+        f"{keypoint_set.describe_flip_pairs()}",
         f"annotations: {s['annotations']} in {s['images']} images",
         f"  people with keypoints:          {s['people_with_keypoints']}",
         f"  training samples (main people): {s['samples']} in {s['images_with_samples']} images",
-        f"  not a main person, too few keypoints (< {settings.min_keypoints}): {s['dropped_too_few_keypoints']}"
-        " (still trained as other people)",
+        f"  not a main person, too few keypoints (< {settings.min_keypoints} of '{keypoint_set_name}'): "
+        f"{s['dropped_too_few_keypoints']} (still trained as other people)",
         f"  not a main person, too small (area < {settings.min_area:g}): {s['dropped_too_small']}"
         " (still trained as other people)",
         f"  not a main person, too close to a kept one: {s['dropped_too_close']} (still trained as other people)",
@@ -95,6 +102,15 @@ def format_summary(summary: dict, keypoint_set_name: str, source, settings: Sele
     ]
     if "pseudo_keypoints" in s:
         lines.append(f"pseudo-labels: {s['pseudo_keypoints']} keypoints, trained with weight {source.pseudo_weight:g}")
+    if too_many_dropped(s):
+        causes = [f"{s['dropped_too_few_keypoints']} with fewer than {settings.min_keypoints} keypoints "
+                  f"(--min-keypoints)" if s["dropped_too_few_keypoints"] else "",
+                  f"{s['dropped_too_small']} smaller than {settings.min_area:g} pixels (--min-area)"
+                  if s["dropped_too_small"] else ""]
+        dropped = s["dropped_too_few_keypoints"] + s["dropped_too_small"]
+        lines.append(f"warning: {dropped} of the {s['people_with_keypoints']} people with keypoints (more than "
+                     f"{DROPPED_PEOPLE_WARNING_SHARE:.0%}) are no training sample: "
+                     + " and ".join(c for c in causes if c) + "; lower the flag to train on more of them")
     if s["images_missing"]:
         lines.append(f"images missing from disk: {s['images_missing']} ({s['people_in_missing_images']} annotations "
                      "dropped)")
@@ -122,9 +138,9 @@ def main(argv=None) -> int:
     if not args.labels:
         print("error: give --labels (a COCO-format file) or --mix (a recipe)", file=sys.stderr)
         return 2
-    settings = SelectionSettings(args.min_keypoints, args.min_area, args.min_center_distance)
     try:
         target = load_keypoint_set(args.keypoints)
+        settings = SelectionSettings(args.min_keypoints, args.min_area, args.min_center_distance).for_set(target)
         classes = None
         if target.num_classes > 1:
             classes = read_coco_classes(args.labels, target, category_classes(args.category_class),
@@ -163,7 +179,7 @@ def main(argv=None) -> int:
               f"keypoints, area >= {settings.min_area:g}); nothing written", file=sys.stderr)
         return 2
     labels.save(args.output_name)
-    print(format_summary(labels.summary, target.name, labels.sources[0], settings))
+    print(format_summary(labels.summary, target, labels.sources[0], settings))
     print(f"wrote {args.output_name}: {len(labels)} samples")
     return 0
 

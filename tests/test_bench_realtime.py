@@ -70,3 +70,13 @@ def test_network_and_demo_benchmarks_report_every_backend_asked(hpe_checkpoint, 
         assert [row[2:4] for row in demo["rows"]] == [["torch", "3"], ["openvino INT8 IR", "3"]]
     else:
         assert len(demo["rows"]) == 1
+
+
+def test_irs_to_time_are_labelled_as_given_or_by_their_folder_and_name():
+    sys.path.insert(0, os.path.join(REPO_ROOT, "scripts"))
+    from bench_realtime import ir_list
+
+    omz = os.path.join("shared", "weights", "human-pose-estimation-0001", "FP16-INT8", "human-pose-estimation-0001.xml")
+    assert ir_list([omz, "ours=out/model_int8.xml", os.path.join("out", "model_int8.xml"), ""]) == [
+        ("INT8", omz), ("ours", "out/model_int8.xml"), ("model_int8", os.path.join("out", "model_int8.xml"))]
+    assert ir_list([""]) == [] and ir_list(None) == []

@@ -156,6 +156,26 @@ def keypoint_ground_truth(data, path: str, keypoint_set: str | KeypointSet | Non
     return KeypointGroundTruth(path, data, gt_set, categories[0]["id"])
 
 
+def ground_truth_in_set(gt: KeypointGroundTruth, keypoint_set: KeypointSet) -> KeypointGroundTruth:
+    """The ground truth with every person's keypoints converted into `keypoint_set` (by name, the sets' aliases and
+    `keypoint_set`'s derived keypoints, as training labels are), scored with its sigmas. A keypoint the ground truth
+    does not define is unlabelled (v=0), which OKS leaves out; a person left with none is ignored by pycocotools."""
+    from lwpose.datasets.conversion import KeypointConversion
+
+    conversion = KeypointConversion.by_name(gt.keypoint_set, keypoint_set)
+    data = dict(gt.data)
+    data["categories"] = [dict(c, keypoints=list(keypoint_set.keypoints), skeleton=[])
+                          if c.get("id") == gt.category_id else c for c in gt.data["categories"]]
+    annotations = []
+    for ann in gt.data["annotations"]:
+        keypoints = conversion.convert(np.asarray(ann["keypoints"], np.float64).reshape(-1, 3))
+        annotations.append(dict(ann, keypoints=[float(v) for v in keypoints.ravel()],
+                                num_keypoints=int(np.count_nonzero(keypoints[:, 2] > 0))))
+    data["annotations"] = annotations
+    return KeypointGroundTruth(f"{gt.path} (in keypoint set '{keypoint_set.name}')", data, keypoint_set,
+                               gt.category_id)
+
+
 def people_to_coco_results(people: People, image_id, model_set: KeypointSet, gt_set: KeypointSet,
                            category_id: int = 1, mapping: np.ndarray | None = None) -> list[dict]:
     """COCO result entries for one image, keypoints rearranged from the model's set into the ground truth's by

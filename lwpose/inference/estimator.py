@@ -116,9 +116,10 @@ def _resize_hwc(hwc: np.ndarray, size: tuple[int, int] | None = None, factor: fl
 
 def unflip_maps(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet
                 ) -> tuple[np.ndarray, np.ndarray]:
-    """Maps predicted for a horizontally flipped image, turned back into maps of the original image."""
+    """Maps predicted for a horizontally flipped image, turned back into maps of the original image. The PAFs of a
+    limb without a mirror limb (KeypointSet.unmirrored_limbs) cannot be told from a flipped image: they are zero."""
     heatmaps = heatmaps[..., ::-1][keypoint_set.heatmap_flip_channels]
-    channels, signs = keypoint_set.paf_flip_channels
+    channels, signs, _ = keypoint_set.paf_flip_partial
     pafs = pafs[..., ::-1][channels] * signs[:, None, None]
     return np.ascontiguousarray(heatmaps), np.ascontiguousarray(pafs)
 
@@ -152,8 +153,6 @@ class PoseEstimator:
             raise ValueError("upsample must be >= 1")
         if self.grouping is None:
             self.grouping = GroupingParams() if self.decode_at == "image" else map_grouping(self.upsample)
-        if self.flip and not self.keypoint_set.can_flip:
-            _ = self.keypoint_set.paf_flip_channels  # raises with the reason
 
     @classmethod
     def from_checkpoint(cls, model: str, backend: str = "auto", device: str = "cpu",
@@ -171,6 +170,22 @@ class PoseEstimator:
                               channels_last=channels_last, compile=compile, threads=threads,
                               performance_hint=performance_hint)
         return cls(engine, engine.keypoint_set, **settings)
+
+    @property
+    def flip_note(self) -> str:
+        """What flipping cannot do for this keypoint set ('' when it flips everything), for users to read."""
+        if not self.flip or self.keypoint_set.can_flip:
+            return ""
+        limbs = ", ".join("-".join(self.keypoint_set.limbs[i]) for i in self.keypoint_set.unmirrored_limbs)
+        return (f"flip: limb(s) {limbs} of keypoint set '{self.keypoint_set.name}' have no mirror limb; their PAFs "
+                "come from the unflipped image only (heatmaps and the other limbs average both)")
+
+    def _paf_divisors(self, items: int) -> np.ndarray:
+        """(num_pafs,): how many maps each PAF channel's sum holds, out of `items` (flips of unmirrored limbs add
+        zeros, not maps)."""
+        _, _, flippable = self.keypoint_set.paf_flip_partial
+        unflipped = items // 2 if self.flip else items
+        return np.where(flippable, items, unflipped).astype(np.float32)
 
     # ------------------------------------------------------------------ maps
     def _network_maps(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -204,7 +219,7 @@ class PoseEstimator:
             paf_sum = pafs if paf_sum is None else paf_sum + pafs
         if len(items) > 1:
             heat_sum /= len(items)
-            paf_sum /= len(items)
+            paf_sum /= self._paf_divisors(len(items))
         return (np.ascontiguousarray(heat_sum.transpose(2, 0, 1)), np.ascontiguousarray(paf_sum.transpose(2, 0, 1)))
 
     @staticmethod
@@ -265,7 +280,7 @@ class PoseEstimator:
                 accum_paf = paf if accum_paf is None else accum_paf + paf
                 count += 1
         accum_heat /= count
-        accum_paf /= count
+        accum_paf /= self._paf_divisors(count)[None, :, None, None]
         return [self.decode_maps(accum_heat[i], accum_paf[i], base_transform) for i in range(len(images))]
 
     # ------------------------------------------------------- video (one scale)

@@ -389,43 +389,70 @@ class KeypointSet:
         return tuple(paired.get(i, "center") for i in range(self.num_keypoints))
 
     @cached_property
-    def _paf_flip(self) -> tuple[np.ndarray, np.ndarray] | str:
+    def mirror_limbs(self) -> np.ndarray:
+        """(L, 2) int: for each limb, the limb a horizontal flip turns it into and +1, or -1 where that limb runs the
+        other way; (-1, 0) for a limb with no mirror in the set (e.g. `nose`-`left_wrist` without
+        `nose`-`right_wrist`)."""
         perm = self.flip_permutation
         by_pair = {(int(a), int(b)): i for i, (a, b) in enumerate(self.limb_keypoints)}
-        source_limb = np.zeros(self.num_limbs, dtype=np.int64)
-        direction = np.ones(self.num_limbs, dtype=np.float32)
+        mirrors = np.zeros((self.num_limbs, 2), dtype=np.int64)
         for i, (a, b) in enumerate(self.limb_keypoints):
             mirrored = (int(perm[a]), int(perm[b]))
             if mirrored in by_pair:
-                source_limb[i] = by_pair[mirrored]
+                mirrors[i] = by_pair[mirrored], 1
             elif mirrored[::-1] in by_pair:
-                source_limb[i] = by_pair[mirrored[::-1]]
-                direction[i] = -1.0
+                mirrors[i] = by_pair[mirrored[::-1]], -1
             else:
-                return (f"keypoint set {self.source}: limb {list(self.limbs[i])} has no mirror limb "
-                        f"({self.keypoints[mirrored[0]]}, {self.keypoints[mirrored[1]]}); flipping needs a "
-                        "left/right symmetric skeleton")
-        channels = np.zeros(self.num_pafs, dtype=np.int64)
+                mirrors[i] = -1, 0
+        return mirrors
+
+    @property
+    def unmirrored_limbs(self) -> tuple[int, ...]:
+        """Limbs whose mirror image is no limb of the set: a flipped image has no PAF channel for them."""
+        return tuple(int(i) for i in np.flatnonzero(self.mirror_limbs[:, 0] < 0))
+
+    def _limb_names(self, limbs) -> str:
+        return ", ".join(f"{self.limbs[i][0]}-{self.limbs[i][1]}" for i in limbs)
+
+    @cached_property
+    def paf_flip_partial(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(source channel, sign, flippable) per PAF channel: like `paf_flip_channels`, for any set; the channels of
+        an unmirrored limb are not flippable (their source is themselves, their sign 0)."""
+        channels = np.arange(self.num_pafs, dtype=np.int64)
         signs = np.zeros(self.num_pafs, dtype=np.float32)
-        for i in range(self.num_limbs):
+        flippable = np.zeros(self.num_pafs, dtype=bool)
+        for i, (source_limb, direction) in enumerate(self.mirror_limbs):
+            if source_limb < 0:
+                continue
             x_channel, y_channel = self.limb_paf_channels[i]
-            src_x, src_y = self.limb_paf_channels[source_limb[i]]
+            src_x, src_y = self.limb_paf_channels[source_limb]
             channels[x_channel], channels[y_channel] = src_x, src_y
             # A mirrored image negates x; a limb stored in the other direction negates both.
-            signs[x_channel], signs[y_channel] = -direction[i], direction[i]
-        return channels, signs
+            signs[x_channel], signs[y_channel] = -direction, direction
+            flippable[[x_channel, y_channel]] = True
+        return channels, signs, flippable
 
     @property
     def can_flip(self) -> bool:
-        return not isinstance(self._paf_flip, str)
+        return not self.unmirrored_limbs
 
     @property
     def paf_flip_channels(self) -> tuple[np.ndarray, np.ndarray]:
         """(source channel, sign) per PAF channel: the PAFs of a flipped image, re-flipped spatially, become
         `pafs[source] * sign` in this set's layout."""
-        if isinstance(self._paf_flip, str):
-            raise KeypointSetError(self._paf_flip)
-        return self._paf_flip
+        if not self.can_flip:
+            raise KeypointSetError(f"keypoint set {self.source}: limbs {self._limb_names(self.unmirrored_limbs)} "
+                                   "have no mirror limb; flipping every PAF needs a left/right symmetric skeleton")
+        channels, signs, _ = self.paf_flip_partial
+        return channels, signs
+
+    def describe_flip_pairs(self) -> str:
+        """The flip pairs by name, for start-up summaries: 'left_eye<->right_eye, ...'."""
+        pairs = ", ".join(f"{self.keypoints[a]}<->{self.keypoints[b]}" for a, b in self.flip_pairs)
+        text = pairs or "none (no keypoint is named as one side of a pair)"
+        if self.unmirrored_limbs:
+            text += f"; limbs without a mirror: {self._limb_names(self.unmirrored_limbs)}"
+        return text
 
     @cached_property
     def heatmap_flip_channels(self) -> np.ndarray:
@@ -454,8 +481,21 @@ class KeypointSet:
         return len(names) == self.num_keypoints and all(self.find(n) == i for i, n in enumerate(names))
 
     def indices_in(self, other: "KeypointSet") -> np.ndarray:
-        """(len(other),) int: for each keypoint of `other`, its index in this set by name, -1 where absent."""
-        return np.array([self.index.get(n, -1) for n in other.keypoints], dtype=np.int64)
+        """(len(other),) int: for each keypoint of `other`, its index in this set, -1 where absent. Names match
+        first; a keypoint of `other` left over then takes one of this set's keypoints still free through an alias
+        of either set (a set saying `"head": ["nose"]` scores a model's nose as its head, and the other way)."""
+        mapping = np.array([self.index.get(n, -1) for n in other.keypoints], dtype=np.int64)
+        used = set(mapping[mapping >= 0].tolist())
+        for j, name in enumerate(other.keypoints):
+            if mapping[j] >= 0:
+                continue
+            for candidate in (name, *other.aliases.get(name, ())):
+                found = self.find(candidate)
+                if found is not None and found not in used:
+                    mapping[j] = found
+                    used.add(found)
+                    break
+        return mapping
 
     def __repr__(self) -> str:
         return f"KeypointSet({self.name!r}, {self.num_keypoints} keypoints, {self.num_limbs} limbs)"

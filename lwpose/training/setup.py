@@ -43,16 +43,80 @@ class OptimizerSettings:
     # Channels a grown network gained (lwpose/training/growing.py) step this many times further than the rest of
     # their tensor.
     new_channel_lr_multiplier: float = 1.0
+    # The learning rate rises linearly from 1 / warmup_iterations of its value to all of it over these iterations.
+    warmup_iterations: int = 0
+    # The items above that train.py took from the fine-tuning recipe (FineTuneRecipe): a resumed run takes them again.
+    fine_tune_recipe: tuple = ()
 
     def to_dict(self) -> dict:
         return {"base_lr": self.base_lr, "weight_decay": self.weight_decay,
                 "lr_multipliers": dict(self.lr_multipliers), "bias_lr_multiplier": self.bias_lr_multiplier,
                 "freeze": list(self.freeze), "lr_drop_epochs": list(self.lr_drop_epochs),
                 "lr_drop_progress": list(self.lr_drop_progress), "lr_drop_factor": self.lr_drop_factor,
-                "new_channel_lr_multiplier": self.new_channel_lr_multiplier}
+                "new_channel_lr_multiplier": self.new_channel_lr_multiplier,
+                "warmup_iterations": self.warmup_iterations, "fine_tune_recipe": list(self.fine_tune_recipe)}
 
 
-CONFIG_KEYS = set(OptimizerSettings().to_dict())
+@dataclass(frozen=True)
+class FineTuneRecipe:
+    """What train.py sets, item by item where the user set nothing, when it starts from the weights of another
+    keypoint set (heads grown, shrunk or composed: lwpose/training/growing.py). Measured on the journey of
+    docs/own-keypoints.md (the imported weights fine-tuned to a 5-keypoint set for 3 CPU minutes)."""
+
+    # The kept channels barely move (a higher rate undoes what the old model knew: AP 0.147 after 3 minutes at
+    # 1.2e-4), the new and composed ones step at 1e-3.
+    base_lr: float = 1e-5
+    new_channel_lr_multiplier: float = 100.0
+    freeze: tuple = ("model",)
+    warmup_iterations: int = 0
+    lr_drop_progress: tuple = ()
+
+    # the settings the recipe sets (each a flag of train.py and an entry of its config file)
+    ITEMS = ("base_lr", "new_channel_lr_multiplier", "freeze", "warmup_iterations", "lr_drop_progress")
+
+    def apply(self, settings: OptimizerSettings, given: set) -> list[str]:
+        """Set every item of the recipe that is not in `given` (the items the user chose); returns those set."""
+        applied = []
+        for item in self.ITEMS:
+            if item not in given:
+                setattr(settings, item, getattr(self, item))
+                applied.append(item)
+        if "lr_drop_progress" in applied and "lr_drop_epochs" not in given and self.lr_drop_progress:
+            settings.lr_drop_epochs = ()  # a fine-tune's schedule is its time budget's, not the epochs'
+        settings.fine_tune_recipe = tuple(applied)
+        return applied
+
+    @staticmethod
+    def restore(settings: OptimizerSettings, stored: dict, given: set) -> list[str]:
+        """A resumed run: the items its first run took from the recipe (`stored`: the checkpoint's optimizer
+        settings), taken again where the user gave nothing now; returns them."""
+        restored = [item for item in stored.get("fine_tune_recipe", ()) if item not in given]
+        for item in restored:
+            value = stored[item]
+            setattr(settings, item, tuple(value) if isinstance(value, list) else value)
+        if restored and "lr_drop_epochs" not in given:
+            settings.lr_drop_epochs = tuple(stored.get("lr_drop_epochs", settings.lr_drop_epochs))
+        settings.fine_tune_recipe = tuple(restored)
+        return restored
+
+
+FINE_TUNE_RECIPE = FineTuneRecipe()
+
+
+def describe_recipe(settings: OptimizerSettings, applied: list[str]) -> str:
+    """The fine-tuning settings in use, the recipe's marked (train.py adds the flags that override them)."""
+    values = {"base_lr": f"base lr {settings.base_lr:g}",
+              "new_channel_lr_multiplier": f"new channels step x{settings.new_channel_lr_multiplier:g}",
+              "freeze": f"frozen: {', '.join(settings.freeze) or 'nothing'}",
+              "warmup_iterations": f"warm-up {settings.warmup_iterations} iterations",
+              "lr_drop_progress": "lr x{:g} at {} of the run".format(
+                  settings.lr_drop_factor, ", ".join(f"{p:.0%}" for p in settings.lr_drop_progress))
+              if settings.lr_drop_progress else "no lr drop by progress"}
+    parts = [text + (" (recipe)" if item in applied else " (yours)") for item, text in values.items()]
+    return "; ".join(parts)
+
+
+CONFIG_KEYS = set(OptimizerSettings().to_dict()) - {"fine_tune_recipe"}
 
 
 def drop_fractions(values, what: str) -> tuple:
@@ -134,16 +198,21 @@ def parameter_groups(network: nn.Module, settings: OptimizerSettings) -> list[di
     return list(groups.values())
 
 
-def learning_rate_factor(epoch: int, settings: OptimizerSettings, progress: float = 0.0) -> float:
-    """`progress`: the share of the run done (0 to 1), for `lr_drop_progress`."""
+def learning_rate_factor(epoch: int, settings: OptimizerSettings, progress: float = 0.0,
+                         iteration: int | None = None) -> float:
+    """`progress`: the share of the run done (0 to 1), for `lr_drop_progress`; `iteration` (the one about to run,
+    from 0), for the warm-up."""
     drops = sum(1 for e in settings.lr_drop_epochs if epoch >= e) + sum(
         1 for p in settings.lr_drop_progress if progress >= p)
-    return settings.lr_drop_factor ** drops
+    warmup = 1.0
+    if settings.warmup_iterations and iteration is not None:
+        warmup = min(1.0, (iteration + 1) / settings.warmup_iterations)
+    return settings.lr_drop_factor ** drops * warmup
 
 
 def set_learning_rates(optimizer: torch.optim.Optimizer, epoch: int, settings: OptimizerSettings,
-                       progress: float = 0.0) -> float:
-    factor = learning_rate_factor(epoch, settings, progress)
+                       progress: float = 0.0, iteration: int | None = None) -> float:
+    factor = learning_rate_factor(epoch, settings, progress, iteration)
     for group in optimizer.param_groups:
         group["lr"] = settings.base_lr * group["lr_multiplier"] * factor
     return settings.base_lr * factor
@@ -176,6 +245,12 @@ class StartingPoint:
     description: str
     training_state: dict | None = None  # a checkpoint's training state, when resuming
     new_channels: dict = field(default_factory=dict)  # parameter name -> (dim, indices) of channels grown new
+    changes: dict = field(default_factory=dict)  # keypoints and limbs kept, new, composed, dropped (growing.py)
+
+    @property
+    def reshaped(self) -> bool:
+        """Whether the heads were grown, shrunk or composed into another keypoint set (not a plain copy)."""
+        return any(names for kind, names in self.changes.items() if not kind.startswith("kept"))
 
 
 def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refinement_stages: int = 1,
@@ -209,7 +284,8 @@ def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refin
         note = f"weights of {checkpoint_path}"
         if own_set.to_dict() != keypoint_set.to_dict():
             note += f"; {grown.description}"
-        return StartingPoint(grown.network, grown.architecture, note, new_channels=grown.new_channels)
+        return StartingPoint(grown.network, grown.architecture, note, new_channels=grown.new_channels,
+                             changes=grown.changes)
     architecture = Architecture(keypoint_set.num_heatmaps, keypoint_set.num_pafs, variant, num_refinement_stages,
                                 num_channels, backbone_width)
     network = build_network(architecture)

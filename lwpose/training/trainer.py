@@ -587,7 +587,8 @@ class Trainer:
             saved_at = self.iteration if self.iteration % s.checkpoint_after == 0 else None
             out_of_time = self._out_of_time()  # a resumed run whose budget was already spent
             while self.iteration < s.total_iterations and not out_of_time:
-                lr = set_learning_rates(self.optimizer, self.epoch, self.optimizer_settings, self.progress)
+                lr = set_learning_rates(self.optimizer, self.epoch, self.optimizer_settings, self.progress,
+                                        self.iteration)
                 try:
                     parts = self.step(batch_iterator)
                 except Exception:
