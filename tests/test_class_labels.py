@@ -131,7 +131,11 @@ def test_prepare_train_labels_and_a_mix_recipe_take_a_multi_class_set(tmp_path):
     assert result.returncode == 0, result.stderr
     prepared = load_prepared_labels(str(output))
     person, animal = prepared.keypoint_set.classes
-    assert prepared.keypoint_set.num_classes == 2 and len(prepared) == 2
+    # the masked person is no training sample (none of its keypoints counts), but stays in the image's instances
+    assert prepared.keypoint_set.num_classes == 2 and len(prepared) == 1
+    image_index, main = prepared.samples[0]
+    assert (prepared.images[image_index].keypoints[main][animal.channels, 2] > 0).all()
+    assert len(prepared.images[image_index].person_ids) == 2
     labelled = prepared.sources[0].labelled
     assert labelled[animal.channels].all() and not labelled[person.channels].any()
 

@@ -50,18 +50,18 @@ def ground_truth_maps(image, keypoint_set):
     return codec.encode(scaled, keypoint_set, size), keypoints
 
 
-SHARED_HEAD = [["person:nose", "animal:nose"], ["person:left_eye", "animal:left_eye"],
-               ["person:right_eye", "animal:right_eye"]]
+# One shared channel (sharing both ends of a limb would make the classes' limbs one, which a set refuses).
+SHARED_NOSE = [["person:nose", "animal:nose"]]
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["own channels", "nose and eyes shared"])
+@pytest.mark.parametrize("shared", [False, True], ids=["own channels", "nose shared"])
 def test_no_instance_is_assembled_from_another_class_on_mixed_scenes(mixed_scenes, shared):
-    """Where the classes share the nose and eye channels, those maps hold both classes' points: each instance still
-    takes only its own class's."""
+    """Where the classes share the nose channel, its map holds both classes' noses: each instance still takes only
+    its own class's."""
     labels, whole = mixed_scenes
     if shared:
-        whole = load_keypoint_set({**whole.to_dict(), "shared": SHARED_HEAD})
-        assert whole.num_keypoints == 31
+        whole = load_keypoint_set({**whole.to_dict(), "shared": SHARED_NOSE})
+        assert whole.num_keypoints == 33
     scenes = read_coco_classes(labels, whole).coco
     found_classes = set()
     decoded = 0
