@@ -8,6 +8,10 @@ The model's keypoints meet the ground truth's by name, then through either set's
 `"aliases": {"head": ["nose"]}` scores a model's `nose` as the ground truth's `head`, and the other way). A model
 that predicts some of the ground truth's keypoints and nothing else (your own set trained from a COCO file) is scored
 on its own keypoints: the ground truth is converted into its set as training labels are (`--score-on`).
+
+A multi-class model (scripts/make_keypoint_set.py --classes) is scored per class: each class against the category of
+its name (or the one --category-class maps to it) with its own keypoints and sigmas, one row per class; the
+detections carry each class's category_id.
 """
 import argparse
 import os
@@ -17,6 +21,7 @@ from lwpose.datasets.mix_evaluation import evaluation_sets
 from lwpose.datasets.mix_evaluation import validate_mix as validate_mix_sets
 from lwpose.datasets.mix_recipe import load_mix_recipe
 from lwpose.errors import LwposeError, flag_hint
+from lwpose.evaluation.classes import format_class_table, load_class_ground_truths, validate_classes
 from lwpose.evaluation.coco import (METRIC_NAMES, format_metric, ground_truth_in_set,
                                     load_keypoint_ground_truth)
 from lwpose.evaluation.per_keypoint import format_per_keypoint
@@ -47,6 +52,9 @@ def parse_args(argv=None):
                              "stride-8 maps, as demo.py)")
     parser.add_argument("--gt-keypoints", default=None,
                         help="keypoint set of the ground truth (shipped name or JSON); found from its names if omitted")
+    parser.add_argument("--category-class", nargs="+", action="extend", default=[], metavar="CATEGORY=CLASS",
+                        help="a multi-class model: the class a ground-truth category whose name is not a class's "
+                             "is scored as")
     parser.add_argument("--score-on", default="auto", metavar="labels|model|SET",
                         help="the keypoints scored: 'labels' the ground truth's own (those the model lacks count as "
                              "missed), 'model' the model's (the ground truth converted into its set by name, aliases "
@@ -133,6 +141,8 @@ def main(argv=None) -> int:
             raise ValueError(f"--images-folder {args.images_folder} is not a folder")
         estimator = make_estimator(args)
         keypoint_set = estimator.keypoint_set
+        if keypoint_set.num_classes > 1:
+            return validate_per_class(args, estimator)
         gt = load_keypoint_ground_truth(args.labels, args.gt_keypoints, fallback_set=keypoint_set)
         gt, scoring = scored_ground_truth(gt, keypoint_set, args.score_on)
     except (LwposeError, ValueError) as e:
@@ -168,6 +178,32 @@ def main(argv=None) -> int:
     if args.metrics_out:
         write_json(report.to_json() | {"labels": args.labels, "scored_keypoint_set": gt.keypoint_set.name,
                                        **run_description(args)}, args.metrics_out)
+    print(written_outputs(args))
+    return 0
+
+
+def validate_per_class(args, estimator: PoseEstimator) -> int:
+    """A multi-class model: each class scored on its own category, one row per class."""
+    mapping = {}
+    for pair in args.category_class:
+        category, separator, class_name = pair.partition("=")
+        if not separator:
+            raise ValueError(f"--category-class {pair}: expected CATEGORY=CLASS")
+        mapping[category] = class_name
+    truths, unscored = load_class_ground_truths(args.labels, estimator.keypoint_set, mapping)
+    for name in unscored:
+        print(f"note: the ground truth has no category for class '{name}'; it is not scored")
+    report = validate_classes(estimator, truths, args.images_folder, unscored, progress=not args.no_progress,
+                              max_images=args.max_images)
+    if args.output_name:
+        write_json(report.detections, args.output_name)
+    print(format_class_table(report.rows))
+    if report.unreadable:
+        print(f"{len(report.unreadable)} of {report.num_images} images could not be read and count as missed: "
+              + ", ".join(report.unreadable[:10]) + (" ..." if len(report.unreadable) > 10 else ""))
+    print(f"({report.num_images} images, {len(report.detections)} detections, {report.seconds:.1f} s)")
+    if args.metrics_out:
+        write_json(report.to_json() | {"labels": args.labels, **run_description(args)}, args.metrics_out)
     print(written_outputs(args))
     return 0
 

@@ -28,6 +28,11 @@ sources[]: `format` "coco" (COCO keypoint JSON) or "mpii" (MPII's list format, d
   `val_images_folder` what val.py --mix scores (default: `labels` and `images_folder`); `pseudo_weight` the loss
   weight of the pseudo-labels of a filled file (scripts/pseudo_label.py; `labels` is then the filled file and
   `keypoints` the model's set it is written in; default 0.5; val.py --mix should get the source's own `val_labels`).
+  With a multi-class target (scripts/make_keypoint_set.py --classes), a COCO source's categories are its classes
+  (datasets/class_labels.py): `classes` maps a category name to a class where they differ ({"dog": "animal"}),
+  `exhaustive` lists the classes the source labels exhaustively (default: every class it has a category for; the
+  others are masked in its samples, never trained as background), and `keypoints` may be left out (each category is
+  checked against its class's keypoints).
 """
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from lwpose.datasets.class_labels import read_coco_classes
 from lwpose.datasets.coco_reader import (AnnotationError, CocoKeypointFile, as_coco_ground_truth, find_missing_images,
                                          read_annotation_json, read_coco_keypoints)
 from lwpose.datasets.conversion import KeypointConversion
@@ -53,7 +59,8 @@ MODES = ("merge", "combine")
 RECIPE_ENTRIES = ("name", "description", "target", "sources", "selection")
 TARGET_ENTRIES = ("mode", "keypoints", "union")
 SOURCE_ENTRIES = ("name", "format", "labels", "images_folder", "keypoints", "keypoint_map", "source_ratio",
-                  "sample_ratio_factor", "output_keypoint_indices", "val_labels", "val_images_folder", "pseudo_weight")
+                  "sample_ratio_factor", "output_keypoint_indices", "val_labels", "val_images_folder", "pseudo_weight",
+                  "classes", "exhaustive")
 RATIO_TOLERANCE = 1e-3
 
 
@@ -75,6 +82,8 @@ class MixSource:
     val_labels: str | None = None
     val_images_folder: str | None = None
     pseudo_weight: float | None = None  # loss weight of a filled file's pseudo-labels (None: the default)
+    category_classes: dict | None = None  # a multi-class target's: {category name: class name}
+    exhaustive: tuple[str, ...] | None = None  # a multi-class target's: classes labelled exhaustively (None: all)
     entry: str = ""  # where it stands in the recipe, for messages: "sources[1] ('aic')"
 
 
@@ -181,9 +190,14 @@ def load_mix_recipe(path: str) -> MixRecipe:
         unknown = sorted(set(entry_data) - set(SOURCE_ENTRIES))
         if unknown:
             raise fail(entry, f"unknown entries {unknown} (known: {', '.join(SOURCE_ENTRIES)})")
-        for key in ("format", "labels", "images_folder", "keypoints"):
+        multi_class = target.num_classes > 1
+        for key in ("format", "labels", "images_folder") + (() if multi_class else ("keypoints",)):
             if key not in entry_data:
                 raise fail(entry, f"missing '{key}'")
+        if not multi_class and ("classes" in entry_data or "exhaustive" in entry_data):
+            raise fail(entry, f"'classes' and 'exhaustive' need a multi-class target; '{target.name}' has one class")
+        if multi_class and entry_data["format"] != "coco":
+            raise fail(f"{entry}.format", "a multi-class target reads COCO files, whose categories are its classes")
         if entry_data["format"] not in FORMATS:
             raise fail(f"{entry}.format", f"{entry_data['format']!r}: expected one of {', '.join(FORMATS)}")
         labels = resolve(entry_data["labels"], f"{entry}.labels", "file")
@@ -192,7 +206,12 @@ def load_mix_recipe(path: str) -> MixRecipe:
             raise fail(entry, f"name {name!r} is not a new name; each source needs its own")
         source = MixSource(name, entry_data["format"], labels,
                            resolve(entry_data["images_folder"], f"{entry}.images_folder", "folder"),
-                           keypoint_set(entry_data["keypoints"], f"{entry}.keypoints"), entry=entry)
+                           keypoint_set(entry_data["keypoints"], f"{entry}.keypoints")
+                           if "keypoints" in entry_data else target, entry=entry)
+        if multi_class:
+            _class_entries(entry_data, source, target, fail)
+            sources.append(source)
+            continue
         source.keypoint_map = _keypoint_map(entry_data.get("keypoint_map", []), source, target, fail)
         for key in ("source_ratio", "sample_ratio_factor"):
             if key in entry_data:
@@ -240,6 +259,31 @@ def load_mix_recipe(path: str) -> MixRecipe:
         raise fail("selection", f"{e} (known: min_keypoints, min_area, min_center_distance)") from None
     return MixRecipe(os.path.abspath(path), str(data.get("name") or os.path.splitext(os.path.basename(path))[0]),
                      mode, target, sources, selection)
+
+
+def _class_entries(entry_data: dict, source: MixSource, target: KeypointSet, fail) -> None:
+    """A source's `classes` and `exhaustive` for a multi-class target, checked against the target's classes."""
+    class_names = [c.name for c in target.classes]
+    mapping = entry_data.get("classes", {})
+    if not isinstance(mapping, dict) or not all(isinstance(k, str) and v in class_names for k, v in mapping.items()):
+        raise fail(f"{source.entry}.classes", f"{mapping!r}: expected {{category name: class}} with classes of "
+                                              f"'{target.name}' ({', '.join(class_names)})")
+    exhaustive = entry_data.get("exhaustive")
+    if exhaustive is not None and not (isinstance(exhaustive, list) and all(c in class_names for c in exhaustive)):
+        raise fail(f"{source.entry}.exhaustive", f"{exhaustive!r}: expected a list of classes of '{target.name}' "
+                                                 f"({', '.join(class_names)})")
+    for key in ("source_ratio", "sample_ratio_factor"):
+        if key in entry_data:
+            value = entry_data[key]
+            if not _number(value) or value <= 0:
+                raise fail(f"{source.entry}.{key}", f"{value!r}: expected a positive number")
+            setattr(source, key, float(value))
+    unsupported = sorted(set(entry_data) & {"keypoint_map", "pseudo_weight", "output_keypoint_indices"})
+    if unsupported:
+        raise fail(source.entry, f"{unsupported} do not apply to a multi-class target (each category is converted "
+                                 "into its class by name)")
+    source.category_classes = mapping
+    source.exhaustive = None if exhaustive is None else tuple(exhaustive)
 
 
 def _keypoint_map(value, source: MixSource, target: KeypointSet, fail) -> tuple:
@@ -305,6 +349,11 @@ def prepare_mixed_labels(recipe: MixRecipe, progress: bool = False, report=print
     of prepared labels with a source each. Reports a line per source through `report`."""
     parts = []
     for source in recipe.sources:
+        if recipe.target.num_classes > 1:
+            parts.append(_prepare_class_source(source, recipe))
+            report(f"source '{source.name}' (classes): {len(parts[-1])} samples in {len(parts[-1].images)} images; "
+                   f"{parts[-1].sources[0].conversion}")
+            continue
         coco, missing = read_source(source, recipe, progress=progress)
         if coco.images and len(missing) == len(coco.images):
             raise recipe.fail(source.entry, f"none of its {len(coco.images)} images is in {source.images_folder}")
@@ -321,6 +370,27 @@ def prepare_mixed_labels(recipe: MixRecipe, progress: bool = False, report=print
         parts.append(part)
         report(describe_source(part, source, recipe))
     return combine_prepared_labels(parts)
+
+
+def _prepare_class_source(source: MixSource, recipe: MixRecipe) -> PreparedLabels:
+    """A COCO source of a multi-class target: each category into its class, the classes it does not label
+    exhaustively masked."""
+    try:
+        classes = read_coco_classes(source.labels, recipe.target, source.category_classes, source.exhaustive)
+        missing = find_missing_images(classes.coco, source.images_folder)
+        if classes.coco.images and len(missing) == len(classes.coco.images):
+            raise AnnotationError(f"none of its {len(classes.coco.images)} images is in {source.images_folder}")
+        part = build_prepared_labels(classes.coco, recipe.target, recipe.selection, source.images_folder,
+                                     set(missing), source.name, labelled=classes.labelled,
+                                     conversion_note=classes.describe())
+    except AnnotationError as e:
+        raise recipe.fail(source.entry, str(e)) from None
+    if not len(part):
+        raise recipe.fail(source.entry, f"no instance qualifies as a training sample (>= "
+                                        f"{part.settings.min_keypoints} keypoints, area >= "
+                                        f"{recipe.selection.min_area:g})")
+    part.summary["missing_image_files"] = missing
+    return part
 
 
 def describe_source(part: PreparedLabels, source: MixSource, recipe: MixRecipe) -> str:

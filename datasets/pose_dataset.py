@@ -23,6 +23,7 @@ from lwpose.constants import STRIDE
 from lwpose.datasets.augmentation import (AugmentationConfig, AugmentParams, apply_colour_jitter, compose, crop_matrix,
                                           crop_scale, flip_keypoints, flip_matrix, reduced_to_full,
                                           sample_augment_params, transform_keypoints)
+from lwpose.datasets.class_labels import masks_background
 from lwpose.datasets.prepared_labels import PreparedLabels
 from lwpose.datasets.targets import (background_loss_map, channel_loss_masks, person_keypoint_weights,
                                      pseudo_label_weight_maps)
@@ -137,6 +138,8 @@ class PoseTrainingDataset(Dataset):
                 self._ignore_maps[i] = ignore_fraction_map(im.ignore, im.height, im.width)
         self._channel_masks = [channel_loss_masks(self.keypoint_set, s.labelled) for s in labels.sources]
         self._partially_labelled = [not s.labelled.all() for s in labels.sources]
+        # A source that leaves a class unlabelled may show its instances anywhere: no background loss at all.
+        self._background_unlabelled = [masks_background(self.keypoint_set, s.labelled) for s in labels.sources]
         # Per image of a source with pseudo-labels: each person's keypoint weights (1, pseudo_weight, 0).
         self._keypoint_weights = {i: person_keypoint_weights(labels.sources[im.source].labelled, im.pseudo,
                                                              labels.sources[im.source].pseudo_weight)
@@ -226,7 +229,9 @@ class PoseTrainingDataset(Dataset):
                      self.targets.sigma, self.targets.paf_thickness, out=(out["heatmaps"], out["pafs"]))
         out["mask"][...] = self._loss_weight_map(image_index, matrix, params.flip)
         out["heatmap_channel_mask"][...], out["paf_channel_mask"][...] = self._channel_masks[info.source]
-        if self._partially_labelled[info.source]:
+        if self._background_unlabelled[info.source]:
+            out["background_mask"][...] = 0.0
+        elif self._partially_labelled[info.source]:
             crop = compose(flip_matrix(size), matrix) if params.flip else matrix
             out["background_mask"][...] = background_loss_map(info.bboxes, crop, self.map_size, self.targets.stride,
                                                               self.targets.sigma)

@@ -58,7 +58,9 @@ DROPPED_PEOPLE_WARNING_SHARE = 1 / 3
 
 
 def default_min_keypoints(keypoint_set: KeypointSet) -> int:
-    return max(1, math.ceil(MIN_KEYPOINTS_SHARE * keypoint_set.num_keypoints))
+    """A multi-class set's instance has only its own class's keypoints: the share of the smallest class's."""
+    smallest = min(len(c.channels) for c in keypoint_set.classes)
+    return max(1, math.ceil(MIN_KEYPOINTS_SHARE * smallest))
 
 
 @dataclass(frozen=True)
@@ -279,19 +281,22 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
                           images_folder: str | None = None, missing_images: set | frozenset = frozenset(),
                           source_name: str | None = None,
                           keypoint_map: Sequence[tuple[Sequence[str], str]] = (),
-                          pseudo_weight: float | None = None) -> PreparedLabels:
+                          pseudo_weight: float | None = None, labelled: np.ndarray | None = None,
+                          conversion_note: str | None = None) -> PreparedLabels:
     """Select training samples (the reference's rules, configurable), convert people to the target set (by name,
     after the explicit `keypoint_map` pairs), and turn crowds and people without keypoints into ignore regions.
     Images in `missing_images` are left out. A person's labelled keypoints are counted in the target set (after
     conversion; derived keypoints and pseudo-labels left out) against `settings.min_keypoints`. A filled file's
     pseudo-labels are kept apart from its labels, to be trained with `pseudo_weight` (default
-    DEFAULT_PSEUDO_WEIGHT)."""
+    DEFAULT_PSEUDO_WEIGHT). `labelled` (K,) bool: the target keypoints the source labels (default: those its keypoint
+    set has; a multi-class file read by datasets/class_labels.py gives the channels of the classes it labels
+    exhaustively), with `conversion_note` saying how its classes were converted."""
     settings = settings.for_set(target)
     conversion = KeypointConversion.by_name(coco.keypoint_set, target, keypoint_map)
     if not conversion.labelled.any():
         raise AnnotationError(f"{coco.path}: keypoint set '{coco.keypoint_set.name}' shares no keypoint with "
                               f"'{target.name}'")
-    labelled = conversion.labelled.copy()
+    labelled = conversion.labelled.copy() if labelled is None else np.asarray(labelled, bool).copy()
     if coco.labelled is not None:
         # A target keypoint is labelled where every source keypoint it is made of is; else, where a person has it,
         # it is a pseudo-label.
@@ -367,7 +372,7 @@ def build_prepared_labels(coco: CocoKeypointFile, target: KeypointSet,
     counts["ignore_regions_in_kept_images"] = sum(len(im.ignore) for im in images)
     source = Source(source_name or os.path.splitext(os.path.basename(coco.path))[0], os.path.abspath(coco.path),
                     os.path.abspath(images_folder) if images_folder else None, coco.keypoint_set,
-                    labelled, conversion.describe(), pseudo_weight)
+                    labelled, conversion_note or conversion.describe(), pseudo_weight)
     return PreparedLabels(target, [source], images, np.asarray(samples, np.int64).reshape(-1, 2), settings,
                           counts)
 

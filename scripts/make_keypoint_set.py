@@ -6,6 +6,7 @@
         --same aic:head_top mpii:head_top --same lwop18:neck mpii:thorax \
         --drop mpii:pelvis mpii:upper_neck --name lwop18_head_top --output lwop18_head_top.json
     python scripts/make_keypoint_set.py --spec union.json --output union_set.json
+    python scripts/make_keypoint_set.py --classes person=coco animal=ap10k --output people_animals.json
 
 `--show` prints what the code derives from a set file: the heatmap channels (with sides, sigmas, aliases and flip
 partners), the limbs with their PAF channels, the flip pairs and permutation, the order people are assembled in, the
@@ -18,6 +19,10 @@ can grow into the union). Keypoints with the same name are one keypoint; `--same
 (the first name is kept, the others become aliases); `--drop` leaves keypoints of the other sets out. The limbs
 joining the new keypoints are carried from the sets they come from unless `--limb` lists them. Left/right flip pairs
 are derived from the names (or carried from the sets), each keypoint keeps the OKS sigma of the first set that has it.
+
+`--classes NAME=SET ...` builds a multi-class set instead (lwpose/keypoints/classes.py): one class per pair, each with
+the set's own keypoints, limbs, root and sigmas; the first class keeps its channel names, the others' channels are
+named `class/keypoint`. `--share A:KP B:KP` makes two classes' keypoints one channel.
 """
 import argparse
 import json
@@ -49,11 +54,17 @@ def parse_args(argv=None):
                         help="NAME may be taken as the midpoint of A and B where a source lacks it; repeatable")
     parser.add_argument("--spec", default=None, help="the union as JSON ({'sets', 'same', 'drop', 'limbs', "
                                                       "'derived', 'name'}, as in a mix recipe), instead of the flags")
+    parser.add_argument("--classes", nargs="+", default=None, metavar="NAME=SET",
+                        help="a multi-class set instead: one class per NAME=SET (a shipped name or a JSON file), "
+                             "the base first")
+    parser.add_argument("--share", nargs="+", action="append", default=[], metavar="CLASS:KEYPOINT",
+                        help="with --classes: keypoints of different classes that are one channel; repeatable")
     parser.add_argument("--name", default=None, help="name of the new set (default: the sets' names joined)")
     parser.add_argument("--output", default=None, help="keypoint-set JSON file to write (building a union)")
     args = parser.parse_args(argv)
     if args.show is None and args.output is None:
-        parser.error("give --show SET (look at a set) or --output FILE (build a union)")
+        parser.error("give --show SET (look at a set) or --output FILE (build a union, or with --classes a "
+                     "multi-class set)")
     if args.picture and args.show is None:
         parser.error("--picture draws the set given with --show")
     return args
@@ -79,6 +90,35 @@ def spec_from_args(args) -> tuple[dict, str]:
     if args.name:
         spec["name"] = args.name
     return spec, "make_keypoint_set.py arguments (--same, --drop, --limb as 'same', 'drop', 'limbs')"
+
+
+def classes_from_args(args) -> dict:
+    """The multi-class set description `--classes NAME=SET ...` (and `--share`) ask for."""
+    classes = []
+    for pair in args.classes:
+        name, separator, set_spec = pair.partition("=")
+        if not separator or not name or not set_spec:
+            raise KeypointSetError(f"--classes {pair}: expected NAME=SET (e.g. person=coco)")
+        classes.append({**load_keypoint_set(set_spec).to_dict(), "name": name})
+    data = {"name": args.name or "_".join(c["name"] for c in classes), "classes": classes}
+    if args.share:
+        data["shared"] = args.share
+    return data
+
+
+def write_classes(args) -> int:
+    try:
+        data = classes_from_args(args)
+        keypoint_set = KeypointSet.from_dict(data, source="make_keypoint_set.py --classes")
+    except KeypointSetError as e:
+        print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
+        return 2
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
+    keypoint_set.save(args.output)
+    print(f"wrote {args.output}: keypoint set '{keypoint_set.name}', {keypoint_set.num_classes} classes ("
+          + ", ".join(f"{c.name}: {len(c.channels)} keypoints, {len(c.limbs)} limbs" for c in keypoint_set.classes)
+          + f"), {keypoint_set.num_heatmaps} heatmaps, {keypoint_set.num_pafs} PAFs")
+    return 0
 
 
 # ------------------------------------------------------------------- --show
@@ -265,6 +305,8 @@ def show(args) -> int:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.classes:
+        return write_classes(args)
     if args.show:
         return show(args)
     try:

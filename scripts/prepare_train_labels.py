@@ -11,6 +11,13 @@ The file's keypoints are converted to the target set by name (plus the set's der
     python scripts/prepare_train_labels.py --mix recipe.json --output-name prepared_mix.json
 
 prepares every source of a mix recipe (several datasets, any keypoint sets) into one file with a source each.
+
+    python scripts/prepare_train_labels.py --labels people_and_animals.json --images-folder images \
+        --keypoints people_animals.json --exhaustive person animal
+
+With a multi-class target set (scripts/make_keypoint_set.py --classes), each category of the file is one class: the
+class of the category's name, or the one --category-class maps it to. --exhaustive names the classes the file labels
+exhaustively (default: every class it has a category for); the others are masked in the loss, never background.
 """
 import argparse
 import os
@@ -19,6 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lwpose.errors import flag_hint  # noqa: E402
+from lwpose.datasets.class_labels import read_coco_classes  # noqa: E402
 from lwpose.datasets.coco_reader import AnnotationError, find_missing_images, read_coco_keypoints  # noqa: E402
 from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
 from lwpose.datasets.prepared_labels import (DEFAULT_PSEUDO_WEIGHT, DROPPED_PEOPLE_WARNING_SHARE,  # noqa: E402
@@ -52,10 +60,25 @@ def parse_args(argv=None):
                         help="skip a person whose box centre is closer than this times an already kept person's "
                              f"box width (default {DEFAULTS.min_center_distance})")
     parser.add_argument("--source-name", default=None, help="name of this source (default: the labels file's)")
+    parser.add_argument("--category-class", nargs="+", action="extend", default=[], metavar="CATEGORY=CLASS",
+                        help="with a multi-class --keypoints set: the class of a category whose name is not a class's")
+    parser.add_argument("--exhaustive", nargs="+", default=None, metavar="CLASS",
+                        help="with a multi-class --keypoints set: the classes the file labels exhaustively (default: "
+                             "every class it has a category for); the others are masked, never trained as background")
     parser.add_argument("--pseudo-weight", type=float, default=None,
                         help="loss weight of the pseudo-labels of a filled file (scripts/pseudo_label.py; default "
                              f"{DEFAULT_PSEUDO_WEIGHT})")
     return parser.parse_args(argv)
+
+
+def category_classes(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        category, separator, class_name = pair.partition("=")
+        if not separator or not category or not class_name:
+            raise AnnotationError(f"--category-class {pair}: expected CATEGORY=CLASS (e.g. dog=animal)")
+        mapping[category] = class_name
+    return mapping
 
 
 def format_summary(summary: dict, keypoint_set, source, settings: SelectionSettings) -> str:
@@ -118,7 +141,16 @@ def main(argv=None) -> int:
     try:
         target = load_keypoint_set(args.keypoints)
         settings = SelectionSettings(args.min_keypoints, args.min_area, args.min_center_distance).for_set(target)
-        coco = read_coco_keypoints(args.labels, target, args.source_keypoints)
+        classes = None
+        if target.num_classes > 1:
+            classes = read_coco_classes(args.labels, target, category_classes(args.category_class),
+                                        args.exhaustive)
+            coco = classes.coco
+        elif args.category_class or args.exhaustive:
+            raise AnnotationError(f"--category-class and --exhaustive need a multi-class --keypoints set; "
+                                  f"'{target.name}' has one class")
+        else:
+            coco = read_coco_keypoints(args.labels, target, args.source_keypoints)
         missing = []
         if args.images_folder:
             if not os.path.isdir(args.images_folder):
@@ -135,7 +167,9 @@ def main(argv=None) -> int:
         if args.pseudo_weight is not None and args.pseudo_weight < 0:
             raise AnnotationError(f"--pseudo-weight {args.pseudo_weight:g}: a loss weight is not negative")
         labels = build_prepared_labels(coco, target, settings, args.images_folder, set(missing), args.source_name,
-                                       pseudo_weight=args.pseudo_weight)
+                                       pseudo_weight=args.pseudo_weight,
+                                       labelled=None if classes is None else classes.labelled,
+                                       conversion_note=None if classes is None else classes.describe())
         labels.summary["missing_image_files"] = missing
     except (AnnotationError, KeypointSetError) as e:
         print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
