@@ -2,7 +2,6 @@
 keypoints and OKS sigmas (pycocotools per category), from one pass of the estimator over the images."""
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 
@@ -10,7 +9,8 @@ import numpy as np
 from tqdm import tqdm
 
 from lwpose.evaluation.coco import (METRIC_NAMES, GroundTruthError, KeypointGroundTruth, evaluate_keypoints,
-                                    image_path, keypoint_ground_truth, people_to_coco_results)
+                                    image_path, keypoint_ground_truth, people_to_coco_results,
+                                    read_ground_truth_json)
 from lwpose.images import ImageReadError, read_image
 from lwpose.inference.estimator import PoseEstimator
 from lwpose.inference.grouping import People
@@ -50,13 +50,7 @@ def load_class_ground_truths(path: str, model_set: KeypointSet,
     returns them and the classes no category stands for."""
     from lwpose.datasets.class_labels import category_class_map
 
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise GroundTruthError(f"ground truth {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GroundTruthError(f"ground truth {path} is not JSON: {e}") from None
+    data = read_ground_truth_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list) \
             or not isinstance(data.get("annotations"), list):
         raise GroundTruthError(f"ground truth {path}: expected a COCO object with 'images', 'annotations' and "

@@ -64,14 +64,18 @@ def load_keypoint_ground_truth(path: str, keypoint_set: str | KeypointSet | None
     """Read and check a COCO-format keypoint file; fill what pycocotools needs and some datasets omit
     (`area` from the box, `iscrowd` = 0). The keypoint set is `keypoint_set`, else the shipped set whose names the
     category lists, else `fallback_set` when its keypoint count fits."""
+    return keypoint_ground_truth(read_ground_truth_json(path), path, keypoint_set, fallback_set)
+
+
+def read_ground_truth_json(path: str):
+    """The parsed JSON of a ground-truth file, or GroundTruthError naming the file."""
     try:
         with open(path) as f:
-            data = json.load(f)
+            return json.load(f)
     except FileNotFoundError:
         raise GroundTruthError(f"ground truth {path} does not exist") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise GroundTruthError(f"ground truth {path} is not JSON: {e}") from None
-    return keypoint_ground_truth(data, path, keypoint_set, fallback_set)
 
 
 def keypoint_ground_truth(data, path: str, keypoint_set: str | KeypointSet | None = None,
