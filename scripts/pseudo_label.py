@@ -21,7 +21,6 @@ unlabelled. Train on it from a mix recipe (source "labels": the filled file, "ke
 (coverage and box-normalised PCK per keypoint, a table and a PNG curve against --min-score; docs/label-completion.md).
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -29,6 +28,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lwpose.errors import LwposeError, flag_hint  # noqa: E402
+from lwpose.files import read_json as read_json_file  # noqa: E402
 from lwpose.evaluation.validation import write_json  # noqa: E402
 from lwpose.inference.grouping import GroupingParams  # noqa: E402
 from lwpose.keypoints import find_shipped_set_for_names, load_keypoint_set  # noqa: E402
@@ -87,13 +87,7 @@ def parse_args(argv=None):
 
 
 def read_json(path: str, what: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise PseudoLabelError(f"{what} {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PseudoLabelError(f"{what} {path} is not JSON: {e}") from None
+    return read_json_file(path, what, PseudoLabelError)
 
 
 def source_set_of(data, args, model_set):

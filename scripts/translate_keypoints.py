@@ -18,7 +18,6 @@ COCO coordinates); an annotation file also gets a top-level "translated_keypoint
 evaluate: the same scores on any pair of files (e.g. a COCO model's detections on MPII images against MPII's labels).
 """
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from lwpose.errors import LwposeError, flag_hint  # noqa: E402
+from lwpose.files import read_json as read_json_file  # noqa: E402
 from lwpose.evaluation.coco import keypoint_ground_truth  # noqa: E402
 from lwpose.evaluation.validation import write_json  # noqa: E402
 from lwpose.keypoints import KeypointSet, load_keypoint_set  # noqa: E402
@@ -39,13 +39,7 @@ FORMATS = ("coco", "mpii")
 
 
 def read_json(path: str, what: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise TranslationError(f"{what} {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TranslationError(f"{what} {path} is not JSON: {e}") from None
+    return read_json_file(path, what, TranslationError)
 
 
 def read_people(path: str, keypoint_set: KeypointSet, file_format: str = "coco",

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import math
 import os
 from dataclasses import dataclass
@@ -12,6 +11,7 @@ from functools import cached_property
 import numpy as np
 
 from lwpose.errors import LwposeError
+from lwpose.files import read_json
 from lwpose.inference.grouping import People
 from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set
 
@@ -69,13 +69,7 @@ def load_keypoint_ground_truth(path: str, keypoint_set: str | KeypointSet | None
 
 def read_ground_truth_json(path: str):
     """The parsed JSON of a ground-truth file, or GroundTruthError naming the file."""
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise GroundTruthError(f"ground truth {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GroundTruthError(f"ground truth {path} is not JSON: {e}") from None
+    return read_json(path, "ground truth", GroundTruthError)
 
 
 def keypoint_ground_truth(data, path: str, keypoint_set: str | KeypointSet | None = None,

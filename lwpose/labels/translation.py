@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from lwpose.errors import LwposeError
+from lwpose.files import read_json
 from lwpose.keypoints import KeypointSet, load_keypoint_set
 
 FORMAT = "lwpose-keypoint-translator"
@@ -147,14 +148,7 @@ class Translator:
 
 
 def load_translator(path: str) -> Translator:
-    try:
-        with open(path) as f:
-            data = json.load(f)
-    except FileNotFoundError:
-        raise TranslationError(f"translator {path} does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise TranslationError(f"translator {path} is not JSON: {e}") from None
-    return Translator.from_dict(data, path)
+    return Translator.from_dict(read_json(path, "translator", TranslationError), path)
 
 
 # ------------------------------------------------------------------------------------------------- fitting
