@@ -6,12 +6,11 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm import tqdm
 
 from lwpose.evaluation.coco import (METRIC_NAMES, GroundTruthError, KeypointGroundTruth, evaluate_keypoints,
-                                    image_path, keypoint_ground_truth, people_to_coco_results,
+                                    keypoint_ground_truth, people_to_coco_results,
                                     read_ground_truth_json)
-from lwpose.images import ImageReadError, read_image
+from lwpose.evaluation.validation import estimate_images
 from lwpose.inference.estimator import PoseEstimator
 from lwpose.inference.grouping import People
 from lwpose.keypoints import KeypointSet
@@ -85,14 +84,8 @@ def validate_classes(estimator: PoseEstimator, truths: list[ClassGroundTruth], i
     images = truths[0].gt.images[:max_images] if max_images else truths[0].gt.images
     detections: dict[int, list[dict]] = {t.class_index: [] for t in truths}
     unreadable = []
-    for info in tqdm(images, desc="validating", unit="img", disable=not progress, dynamic_ncols=True):
-        try:
-            image = read_image(image_path(images_folder, info["file_name"]))
-        except ImageReadError as e:
-            unreadable.append(info["file_name"])
-            tqdm.write(f"warning: {e}; counted as unreadable")
-            continue
-        found = class_results(estimator.estimate(image), info["id"], estimator.keypoint_set, truths)
+    for info, people in estimate_images(estimator, images, images_folder, unreadable, progress):
+        found = class_results(people, info["id"], estimator.keypoint_set, truths)
         for class_index, results in found.items():
             detections[class_index] += results
     return score_classes(truths, images, detections, unreadable, time.perf_counter() - start, unscored)

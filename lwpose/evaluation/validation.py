@@ -47,6 +47,20 @@ def selected_images(gt: KeypointGroundTruth, max_images: int | None = None) -> l
     return gt.images[:max_images] if max_images else gt.images
 
 
+def estimate_images(estimator: PoseEstimator, images: list[dict], images_folder: str, unreadable: list[str],
+                    progress: bool = True):
+    """(image entry, People) for each of `images` (COCO image entries) that can be read; the file names of those
+    that cannot are appended to `unreadable`, each with a warning (they count as missed, never as skipped)."""
+    for image_info in tqdm(images, desc="validating", unit="img", disable=not progress, dynamic_ncols=True):
+        try:
+            image = read_image(image_path(images_folder, image_info["file_name"]))
+        except ImageReadError as e:
+            unreadable.append(image_info["file_name"])
+            tqdm.write(f"warning: {e}; counted as unreadable")
+            continue
+        yield image_info, estimator.estimate(image)
+
+
 def detect_images(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, images: list[dict],
                   mapping: np.ndarray | None = None, progress: bool = True) -> ImageDetections:
     """Run the estimator over `images` (entries of gt.images). `mapping`: for each ground-truth keypoint, the model
@@ -55,14 +69,7 @@ def detect_images(estimator: PoseEstimator, gt: KeypointGroundTruth, images_fold
         mapping = estimator.keypoint_set.indices_in(gt.keypoint_set)
     detections: list[dict] = []
     unreadable: list[str] = []
-    for image_info in tqdm(images, desc="validating", unit="img", disable=not progress, dynamic_ncols=True):
-        try:
-            image = read_image(image_path(images_folder, image_info["file_name"]))
-        except ImageReadError as e:
-            unreadable.append(image_info["file_name"])
-            tqdm.write(f"warning: {e}; counted as unreadable")
-            continue
-        people = estimator.estimate(image)
+    for image_info, people in estimate_images(estimator, images, images_folder, unreadable, progress):
         detections.extend(people_to_coco_results(people, image_info["id"], estimator.keypoint_set, gt.keypoint_set,
                                                  gt.category_id, mapping))
     return ImageDetections(detections, unreadable, len(images))
