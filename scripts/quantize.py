@@ -79,7 +79,7 @@ def main(argv=None) -> int:
             print(f"warning: {problem}; skipped", file=sys.stderr)
         print(f"calibrating on {len(calibration)} images at height {args.height_size}", flush=True)
         report = quantize_checkpoint(args.checkpoint_path, calibration, args.output, validation, args.max_ap_drop,
-                                     args.preset, args.timing_frames)
+                                     args.preset, args.timing_frames, progress=not args.no_progress)
     except QuantizationError as e:
         print(f"error: {e}{flag_hint(e)}", file=sys.stderr)
         return 2

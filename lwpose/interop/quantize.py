@@ -12,6 +12,8 @@ Everything here needs the optional packages `nncf` and `openvino` (pip install "
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import math
 import os
@@ -399,13 +401,42 @@ def advanced_parameters():
     return AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
 
 
+def _quantize(nncf, model, calibration_dataset, settings: dict, keypoint_set: KeypointSet,
+              validation: ValidationData | None, max_ap_drop: float):
+    """NNCF's post-training quantization of `model`; with `validation`, its accuracy-controlled form."""
+    if validation is None:
+        return nncf.quantize(model, calibration_dataset, advanced_parameters=advanced_parameters(), **settings)
+
+    def validate(compiled_model, items) -> tuple[float, list[list[np.ndarray]]]:
+        """The AP on the items (image indices), and per image the raw outputs of its unflipped input: NNCF
+        ranks layers by how far their int8 form moves those."""
+        backend = CompiledModelBackend(compiled_model, keypoint_set)
+        per_image = []
+
+        def record(_index):
+            per_image.append(backend.calls[0])  # the first call of an image is its unflipped input
+            backend.calls.clear()
+
+        indices = list(items)
+        ap = validation.average_precision(backend, None if len(indices) == len(validation.images) else indices,
+                                          record)
+        return ap, per_image
+
+    validation_dataset = nncf.Dataset(list(range(len(validation.images))), validation.network_input)
+    return nncf.quantize_with_accuracy_control(model, calibration_dataset, validation_dataset, validate,
+                                               max_drop=max_ap_drop, drop_type=nncf.DropType.ABSOLUTE,
+                                               advanced_quantization_parameters=advanced_parameters(), **settings)
+
+
 def quantize_checkpoint(checkpoint_path: str, calibration: CalibrationSet, output_path: str,
                         validation: ValidationData | None = None, max_ap_drop: float = 0.01,
-                        preset: str = DEFAULT_PRESET, timing_frames: int = 30) -> QuantizationReport:
+                        preset: str = DEFAULT_PRESET, timing_frames: int = 30,
+                        progress: bool = True) -> QuantizationReport:
     """Quantize the checkpoint's network to INT8 and write it as an OpenVINO IR (`output_path`, .xml + .bin).
     With `validation`, layers return to float until its AP (decoded as val.py --decode-at map) is within
     `max_ap_drop` of the float model's; the report holds both APs. `timing_frames` > 0 also times both models
-    (wall and CPU time per frame, OpenVINO on one calibration input, one request at a time)."""
+    (wall and CPU time per frame, OpenVINO on one calibration input, one request at a time). `progress` False
+    hides NNCF's progress bars (its log messages still show)."""
     started = time.perf_counter()
     nncf, ov = require_toolkit()
     if preset not in PRESETS:
@@ -425,29 +456,11 @@ def quantize_checkpoint(checkpoint_path: str, calibration: CalibrationSet, outpu
     settings = dict(subset_size=len(inputs), target_device=nncf.TargetDevice.CPU,
                     preset=nncf.QuantizationPreset.PERFORMANCE if preset == "performance"
                     else nncf.QuantizationPreset.MIXED)
-    if validation is None:
-        quantized = nncf.quantize(model, calibration_dataset, advanced_parameters=advanced_parameters(), **settings)
-    else:
-        def validate(compiled_model, items) -> tuple[float, list[list[np.ndarray]]]:
-            """The AP on the items (image indices), and per image the raw outputs of its unflipped input: NNCF
-            ranks layers by how far their int8 form moves those."""
-            backend = CompiledModelBackend(compiled_model, keypoint_set)
-            per_image = []
-
-            def record(_index):
-                per_image.append(backend.calls[0])  # the first call of an image is its unflipped input
-                backend.calls.clear()
-
-            indices = list(items)
-            ap = validation.average_precision(backend, None if len(indices) == len(validation.images) else indices,
-                                              record)
-            return ap, per_image
-
-        validation_dataset = nncf.Dataset(list(range(len(validation.images))), validation.network_input)
-        quantized = nncf.quantize_with_accuracy_control(model, calibration_dataset, validation_dataset, validate,
-                                                        max_drop=max_ap_drop, drop_type=nncf.DropType.ABSOLUTE,
-                                                        advanced_quantization_parameters=advanced_parameters(),
-                                                        **settings)
+    # NNCF draws its bars with rich, on whatever sys.stdout is while they run; its logger keeps the stream it
+    # started with, so its messages still show.
+    bars = contextlib.nullcontext() if progress else contextlib.redirect_stdout(io.StringIO())
+    with bars:
+        quantized = _quantize(nncf, model, calibration_dataset, settings, keypoint_set, validation, max_ap_drop)
     int8_layers, float_layers = layer_precisions(quantized)
     report = QuantizationReport(output_path, onnx_path, len(inputs), len(int8_layers) + len(float_layers),
                                 float_layers)
