@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import time
 import traceback
 
 try:
@@ -37,6 +38,7 @@ from lwpose.interop.checkpoint import CheckpointError, load_checkpoint
 from lwpose.keypoints import KeypointSetError
 from lwpose.modules.pose_network import VARIANTS
 from lwpose.training.growing import format_changes
+from lwpose.training.head_fit import fit_batches, fit_channels
 from lwpose.training.setup import (DEFAULT_DIST_TIMEOUT_MINUTES, FINE_TUNE_RECIPE, FineTuneRecipe, OptimizerSettings,
                                    ProcessGroup, ProcessSetupError, check_amp, describe_recipe, drop_fractions,
                                    init_processes, optimizer_settings_from_config, seed_everything, set_deterministic,
@@ -66,7 +68,8 @@ RECIPE_FLAGS = {"base_lr": "--base-lr", "new_channel_lr_multiplier": "--new-chan
 def describe_fine_tune_recipe() -> str:
     recipe = FINE_TUNE_RECIPE
     return (f"base lr {recipe.base_lr:g}, new channels x{recipe.new_channel_lr_multiplier:g}, frozen "
-            f"{', '.join(recipe.freeze) or 'nothing'}, warm-up {recipe.warmup_iterations} iterations"
+            f"{', '.join(recipe.freeze) or 'nothing'}, warm-up {recipe.warmup_iterations} iterations, composed limbs "
+            f"fitted on {recipe.fit_samples} samples"
             + (f", lr drops at {', '.join(f'{p:.0%}' for p in recipe.lr_drop_progress)} of the run"
                if recipe.lr_drop_progress else "")).replace("%", "%%")
 
@@ -170,6 +173,11 @@ def parse_args(argv=None):
     model.add_argument("--weights-only", action="store_true",
                        help="take only the weights of --checkpoint-path (new optimiser, iteration 0)")
     model.add_argument("--resume", action="store_true", help="continue this experiment from its latest checkpoint")
+    model.add_argument("--fit-composed-limbs", type=int, default=None, metavar="SAMPLES",
+                       help="starting from another keypoint set's weights, fit the PAF output weights of the limbs "
+                            "composed from old ones by least squares on this many training samples before the first "
+                            f"step (0: off; default: {FINE_TUNE_RECIPE.fit_samples} with the fine-tuning recipe, "
+                            "else 0)")
     model.add_argument("--no-fine-tune-recipe", action="store_true",
                        help="starting from another keypoint set's weights, do not apply the fine-tuning recipe "
                             f"(by default: {describe_fine_tune_recipe()}, each item unless given)")
@@ -447,6 +455,22 @@ def main(argv=None) -> int:
         error = e
     if stop_on_failures(processes, error):
         return 2
+    fit_seconds, fit_note = 0.0, None
+    if start.composed_channels and start.training_state is None:
+        fit_samples = args.fit_composed_limbs if args.fit_composed_limbs is not None else (
+            FINE_TUNE_RECIPE.fit_samples if recipe_items else 0)
+        if fit_samples > 0 and processes.is_main:  # DistributedDataParallel gives the other ranks rank 0's weights
+            began = time.monotonic()
+            report = fit_channels(start.network.to(processes.device),
+                                  fit_batches(dataset, fit_samples, args.seed, not args.no_progress),
+                                  start.composed_channels, processes.device)
+            fit_seconds = time.monotonic() - began
+            if report is not None:
+                fit_note = (f"composed limbs' PAFs fitted by least squares on {report.samples} samples "
+                            f"({report.channels} channels, {fit_seconds:.1f} s): their loss {report.loss_before:.2f} "
+                            f"-> {report.loss_after:.2f} per sample (--fit-composed-limbs 0 leaves them as composed)")
+        # the fit spends the time budget of every rank alike (each compares the same clock with its budget)
+        fit_seconds = processes.broadcast_from_main(fit_seconds)
     if args.max_iterations:
         total = args.max_iterations
     elif args.max_minutes and args.epochs is None:  # the time budget alone ends the run
@@ -462,7 +486,7 @@ def main(argv=None) -> int:
               "world_size": processes.world_size, "augmentation": repr(dataset.augmentation),
               **({"mix": os.path.abspath(args.mix), "per_batch": sampler.counts} if recipe else {})},
         skip_nonfinite_loss=args.skip_nonfinite_loss, channels_last=args.channels_last,
-        max_seconds=None if args.max_minutes is None else 60 * args.max_minutes,
+        max_seconds=None if args.max_minutes is None else max(1.0, 60 * args.max_minutes - fit_seconds),
         keep_going_on_save_error=args.keep_going_on_save_error)
     num_workers = default_num_workers() if args.num_workers is None else args.num_workers
     loader = make_train_loader(dataset, sampler, num_workers, pin_memory=processes.device.type == "cuda")
@@ -484,6 +508,8 @@ def main(argv=None) -> int:
             + describe_recipe(settings, recipe_items)
             + (f". Override with {', '.join(RECIPE_FLAGS[item] for item in recipe_items)}, or --no-fine-tune-recipe"
                if recipe_items else ""))
+    if fit_note:
+        say(fit_note)
     say(f"flip pairs of '{labels.keypoint_set.name}' (swapped by the flip augmentation): "
         f"{labels.keypoint_set.describe_flip_pairs()}")
     if batch_note:

@@ -8,6 +8,11 @@ Two variants share one structure:
 
 Both take a BGR image normalised as `(pixel - 128) / 256` and return a list with, per stage, heatmaps
 (keypoints + background) and PAFs (2 channels per limb), at stride 8.
+
+A network grown from another keypoint set's weights may keep that set's heads as *hidden heads*
+(lwpose/training/growing.py): each stage's heads predict the hidden channels after its own, the refinement stages
+read both, and only the own channels are returned. The refinement stage then reads the maps it was trained on,
+whatever the new set dropped.
 """
 from __future__ import annotations
 
@@ -31,6 +36,9 @@ class Architecture:
     num_refinement_stages: int = 1
     num_channels: int = 128
     backbone_width: float = 1.0
+    # Heatmap and PAF channels predicted after the set's own and read only by the refinement stages (module docstring).
+    hidden_heatmaps: int = 0
+    hidden_pafs: int = 0
 
     def __post_init__(self):
         if self.variant not in VARIANTS:
@@ -39,6 +47,17 @@ class Architecture:
             raise ValueError("num_refinement_stages must be >= 0")
         if self.num_heatmaps < 2 or self.num_pafs < 2 or self.num_pafs % 2:
             raise ValueError(f"bad head sizes: {self.num_heatmaps} heatmaps, {self.num_pafs} PAFs")
+        if self.hidden_heatmaps < 0 or self.hidden_pafs < 0 or self.hidden_pafs % 2:
+            raise ValueError(f"bad hidden head sizes: {self.hidden_heatmaps} heatmaps, {self.hidden_pafs} PAFs")
+
+    @property
+    def head_heatmaps(self) -> int:
+        """Heatmap channels each stage's head predicts: the set's, then the hidden ones."""
+        return self.num_heatmaps + self.hidden_heatmaps
+
+    @property
+    def head_pafs(self) -> int:
+        return self.num_pafs + self.hidden_pafs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -174,27 +193,34 @@ class PoseNetwork(nn.Module):
         folded = a.variant == "omz"
         self.model = MobileNetBackbone(folded=folded, width=a.backbone_width)
         self.cpm = Cpm(self.model.out_channels, a.num_channels, a.variant)
-        self.initial_stage = InitialStage(a.num_channels, a.num_heatmaps, a.num_pafs)
-        stage_inputs = a.num_channels + a.num_heatmaps + a.num_pafs
+        self.initial_stage = InitialStage(a.num_channels, a.head_heatmaps, a.head_pafs)
+        stage_inputs = a.num_channels + a.head_heatmaps + a.head_pafs
         self.refinement_stages = nn.ModuleList([
-            RefinementStage(stage_inputs, a.num_channels, a.num_heatmaps, a.num_pafs, folded)
+            RefinementStage(stage_inputs, a.num_channels, a.head_heatmaps, a.head_pafs, folded)
             for _ in range(a.num_refinement_stages)])
         self.stage_input_order = STAGE_INPUT_ORDERS[a.variant]
 
     def forward(self, x):
         features = self.cpm(self.model(x))
         heatmaps, pafs = self.initial_stage(features)
-        outputs = [heatmaps, pafs]
+        outputs = self._own(heatmaps, pafs)
         for stage in self.refinement_stages:
             parts = {"features": features, "heatmaps": heatmaps, "pafs": pafs}
             heatmaps, pafs = stage(torch.cat([parts[name] for name in self.stage_input_order], dim=1))
-            outputs.extend([heatmaps, pafs])
+            outputs.extend(self._own(heatmaps, pafs))
         return outputs
+
+    def _own(self, heatmaps, pafs) -> list:
+        """A stage's maps without its hidden channels."""
+        a = self.architecture
+        if a.hidden_heatmaps or a.hidden_pafs:
+            return [heatmaps[:, :a.num_heatmaps], pafs[:, :a.num_pafs]]
+        return [heatmaps, pafs]
 
     def channel_layers(self) -> dict[str, list[str]]:
         """Names of the convolutions whose channels follow the keypoint set: the heads' last layers (output
-        channels: heatmaps, PAFs) and the refinement stages' first layers (input channels: the concatenation of
-        features, heatmaps and PAFs in `stage_input_order`)."""
+        channels: heatmaps, PAFs, each the set's then the hidden ones) and the refinement stages' first layers (input
+        channels: the concatenation of features, heatmaps and PAFs in `stage_input_order`)."""
         refinement = [f"refinement_stages.{i}" for i in range(len(self.refinement_stages))]
         stages = ["initial_stage", *refinement]
         return {"heatmap_outputs": [f"{name}.heatmaps.1.0" for name in stages],

@@ -56,6 +56,11 @@ class ChannelMap:
         return np.eye(old_architecture.num_channels)
 
     @property
+    def composed_pafs(self) -> np.ndarray:
+        """PAF channels of composed limbs (a signed sum of two or more old channels)."""
+        return np.flatnonzero(np.count_nonzero(self.pafs, axis=1) >= 2)
+
+    @property
     def grown_pafs(self) -> np.ndarray:
         """New PAF channels that do not simply copy one old channel (composed or new): they train further."""
         return np.flatnonzero(np.count_nonzero(self.pafs, axis=1) != 1)
@@ -119,6 +124,7 @@ class GrownNetwork:
     new_channels: dict  # parameter name -> (dim, [indices]): channels grown new or composed, which train further
     description: str
     changes: dict = field(default_factory=dict)  # what describe_changes() lists, by kind
+    composed_channels: dict = field(default_factory=dict)  # PAF output layer -> its rows of composed limbs
 
 
 def _select(tensor: torch.Tensor, dim: int, sources: np.ndarray, size: int) -> torch.Tensor:
@@ -186,47 +192,86 @@ def format_changes(changes: dict) -> str:
     return "\n".join(lines)
 
 
+def keeps_every_input(changes: dict) -> bool:
+    """Whether the new maps hold everything the old ones did (nothing dropped or composed), so that a refinement
+    stage reading them reads exactly what it read before."""
+    return not any(changes[kind] for kind in ("dropped keypoints", "dropped limbs", "composed limbs"))
+
+
 def grow_network(state_dict: dict, old_architecture: Architecture, old_set: KeypointSet,
-                 new_set: KeypointSet) -> GrownNetwork:
+                 new_set: KeypointSet, hidden_heads: bool = True) -> GrownNetwork:
     """A network of `old_architecture`'s layout with heads for `new_set`, its weights from `state_dict` (module
-    docstring for how each channel is placed)."""
+    docstring for how each channel is placed).
+
+    Where the new set drops or composes anything, and `hidden_heads` is on, the old heads stay in the network as
+    hidden heads (modules/pose_network.py): every stage still predicts the old maps, the refinement stages read them
+    with their old weights and read the new maps through zero weights, so the network's old outputs are exactly what
+    they were, and the new ones start from them (selected and composed)."""
+    mapping = channel_map(old_set, new_set)
+    changes = describe_changes(old_set, new_set, mapping)
+    keep_old_heads = hidden_heads and not keeps_every_input(changes)
+    old_heatmaps, old_pafs = old_architecture.num_heatmaps, old_architecture.num_pafs
+    if keep_old_heads:  # the new hidden heads: the old heads whole, own then hidden
+        hidden = (old_architecture.head_heatmaps, old_architecture.head_pafs)
+    else:
+        hidden = (old_architecture.hidden_heatmaps, old_architecture.hidden_pafs)
     architecture = Architecture(new_set.num_heatmaps, new_set.num_pafs, old_architecture.variant,
                                 old_architecture.num_refinement_stages, old_architecture.num_channels,
-                                old_architecture.backbone_width)
+                                old_architecture.backbone_width, *hidden)
     network = build_network(architecture)
-    mapping = channel_map(old_set, new_set)
     layers = network.channel_layers()
     own = network.state_dict()
-    grown, new_channels = {}, {}
+    grown, new_channels, composed_channels = {}, {}, {}
     new_heatmaps = np.flatnonzero(mapping.heatmaps < 0)
+
+    def with_hidden(old: torch.Tensor, dim: int, own_part: torch.Tensor, old_own_size: int) -> torch.Tensor:
+        """The new set's slices, then the hidden ones: all of the old slices, or the old hidden ones."""
+        kept = old if keep_old_heads else old.narrow(dim, old_own_size, old.shape[dim] - old_own_size)
+        return torch.cat([own_part, kept], dim=dim)
+
     for key, value in own.items():
         layer, _, kind = key.rpartition(".")
         old = state_dict.get(key)
         if old is None:
             raise ValueError(f"the weights lack '{key}'; they are not of architecture {old_architecture}")
         if layer in layers["heatmap_outputs"]:
-            grown[key] = _select(old, 0, mapping.heatmaps, value.shape[0])
+            grown[key] = with_hidden(old, 0, _select(old.narrow(0, 0, old_heatmaps), 0, mapping.heatmaps,
+                                                     new_set.num_heatmaps), old_heatmaps)
             new_channels[key] = (0, new_heatmaps.tolist())
         elif layer in layers["paf_outputs"]:
-            grown[key] = _combine(old, 0, mapping.pafs)
+            grown[key] = with_hidden(old, 0, _combine(old.narrow(0, 0, old_pafs), 0, mapping.pafs), old_pafs)
             new_channels[key] = (0, mapping.grown_pafs.tolist())
+            if len(mapping.composed_pafs):
+                composed_channels[layer] = mapping.composed_pafs.tolist()
         elif layer in layers["stage_inputs"] and kind == "weight":
             parts = []
             offset = 0
-            sizes = {"features": old_architecture.num_channels, "heatmaps": old_architecture.num_heatmaps,
-                     "pafs": old_architecture.num_pafs}
+            sizes = {"features": (old_architecture.num_channels, 0),
+                     "heatmaps": (old_heatmaps, old_architecture.hidden_heatmaps),
+                     "pafs": (old_pafs, old_architecture.hidden_pafs)}
             grown_columns, new_offset = [], 0
             for part in network.stage_input_order:
-                matrix = mapping.matrix(part, old_architecture)
-                # Columns read the new maps as the old columns read the old ones: W_new = W_old pinv(M).
-                columns = old.narrow(1, offset, sizes[part])
-                parts.append(_combine(columns, 1, _pseudo_inverse(matrix).T))
-                if part == "heatmaps":
-                    grown_columns.extend(new_offset + new_heatmaps)
-                elif part == "pafs":
-                    grown_columns.extend(new_offset + mapping.grown_pafs)
-                offset += sizes[part]
-                new_offset += matrix.shape[0]
+                own_size, hidden_size = sizes[part]
+                columns = old.narrow(1, offset, own_size + hidden_size)
+                if part == "features":
+                    parts.append(columns)
+                    new_columns = []
+                elif keep_old_heads:
+                    # The old maps are read as before, the new ones through zero weights that train at the base rate
+                    # (stepping them as far as the new channels' own weights undid the old reading: measured).
+                    new_size = new_set.num_heatmaps if part == "heatmaps" else new_set.num_pafs
+                    parts.append(with_hidden(columns, 1, columns.new_zeros(columns.shape[0], new_size,
+                                                                          *columns.shape[2:]), own_size))
+                    new_columns = []
+                else:
+                    matrix = mapping.matrix(part, old_architecture)
+                    # Columns read the new maps as the old columns read the old ones: W_new = W_old pinv(M).
+                    parts.append(with_hidden(columns, 1, _combine(columns.narrow(1, 0, own_size), 1,
+                                                                  _pseudo_inverse(matrix).T), own_size))
+                    new_columns = new_heatmaps if part == "heatmaps" else mapping.grown_pafs
+                grown_columns.extend(new_offset + np.asarray(new_columns, np.int64))
+                offset += own_size + hidden_size
+                new_offset += parts[-1].shape[1]
             grown[key] = torch.cat(parts, dim=1)
             new_channels[key] = (1, [int(c) for c in grown_columns])
         else:
@@ -236,7 +281,6 @@ def grow_network(state_dict: dict, old_architecture: Architecture, old_set: Keyp
             grown[key] = old
     network.load_state_dict(grown)
     new_channels = {k: v for k, v in new_channels.items() if v[1]}
-    changes = describe_changes(old_set, new_set, mapping)
     counts = ", ".join(f"{len(names)} {kind.split()[0]}"
                        + (f" ({', '.join(names)})" if kind == "new keypoints" and names else "")
                        for kind, names in changes.items() if kind.endswith("keypoints"))
@@ -244,4 +288,7 @@ def grow_network(state_dict: dict, old_architecture: Architecture, old_set: Keyp
                             if kind.endswith("limbs"))
     description = (f"heads grown from '{old_set.name}' to '{new_set.name}': keypoints {counts}; limbs "
                    f"{limb_counts}")
-    return GrownNetwork(network, architecture, new_channels, description, changes)
+    if keep_old_heads:
+        description += (f"; the old heads stay as hidden heads ({architecture.hidden_heatmaps} heatmaps, "
+                        f"{architecture.hidden_pafs} PAFs) that the refinement stages read")
+    return GrownNetwork(network, architecture, new_channels, description, changes, composed_channels)

@@ -63,13 +63,16 @@ class FineTuneRecipe:
     keypoint set (heads grown, shrunk or composed: lwpose/training/growing.py). Measured on the journey of
     docs/own-keypoints.md (the imported weights fine-tuned to a 5-keypoint set for 3 CPU minutes)."""
 
-    # The kept channels barely move (a higher rate undoes what the old model knew: AP 0.147 after 3 minutes at
-    # 1.2e-4), the new and composed ones step at 1e-3.
+    # The kept channels barely move (a higher rate undoes what the old model knew), the new and composed ones step at
+    # 3e-3 (1e-3 learns them too slowly for a 3-minute run, 1e-2 overshoots).
     base_lr: float = 1e-5
-    new_channel_lr_multiplier: float = 100.0
+    new_channel_lr_multiplier: float = 300.0
     freeze: tuple = ("model",)
     warmup_iterations: int = 0
     lr_drop_progress: tuple = ()
+    # Training samples the composed limbs' PAF output weights are fitted on by least squares before the first step
+    # (lwpose/training/head_fit.py; train.py --fit-composed-limbs).
+    fit_samples: int = 256
 
     # the settings the recipe sets (each a flag of train.py and an entry of its config file)
     ITEMS = ("base_lr", "new_channel_lr_multiplier", "freeze", "warmup_iterations", "lr_drop_progress")
@@ -246,6 +249,7 @@ class StartingPoint:
     training_state: dict | None = None  # a checkpoint's training state, when resuming
     new_channels: dict = field(default_factory=dict)  # parameter name -> (dim, indices) of channels grown new
     changes: dict = field(default_factory=dict)  # keypoints and limbs kept, new, composed, dropped (growing.py)
+    composed_channels: dict = field(default_factory=dict)  # PAF output layer -> its rows of composed limbs
 
     @property
     def reshaped(self) -> bool:
@@ -285,7 +289,7 @@ def starting_network(keypoint_set: KeypointSet, variant: str = "lwop", num_refin
         if own_set.to_dict() != keypoint_set.to_dict():
             note += f"; {grown.description}"
         return StartingPoint(grown.network, grown.architecture, note, new_channels=grown.new_channels,
-                             changes=grown.changes)
+                             changes=grown.changes, composed_channels=grown.composed_channels)
     architecture = Architecture(keypoint_set.num_heatmaps, keypoint_set.num_pafs, variant, num_refinement_stages,
                                 num_channels, backbone_width)
     network = build_network(architecture)
