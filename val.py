@@ -54,7 +54,7 @@ def parse_args(argv=None):
                         help="keypoint set of the ground truth (shipped name or JSON); found from its names if omitted")
     parser.add_argument("--category-class", nargs="+", action="extend", default=[], metavar="CATEGORY=CLASS",
                         help="a multi-class model: the class a ground-truth category whose name is not a class's "
-                             "is scored as")
+                             "is scored as (*=CLASS: every category not named)")
     parser.add_argument("--score-on", default="auto", metavar="labels|model|SET",
                         help="the keypoints scored: 'labels' the ground truth's own (those the model lacks count as "
                              "missed), 'model' the model's (the ground truth converted into its set by name, aliases "
@@ -184,13 +184,10 @@ def main(argv=None) -> int:
 
 def validate_per_class(args, estimator: PoseEstimator) -> int:
     """A multi-class model: each class scored on its own category, one row per class."""
-    mapping = {}
-    for pair in args.category_class:
-        category, separator, class_name = pair.partition("=")
-        if not separator:
-            raise ValueError(f"--category-class {pair}: expected CATEGORY=CLASS")
-        mapping[category] = class_name
-    truths, unscored = load_class_ground_truths(args.labels, estimator.keypoint_set, mapping)
+    from lwpose.datasets.class_labels import parse_category_classes
+
+    truths, unscored = load_class_ground_truths(args.labels, estimator.keypoint_set,
+                                                parse_category_classes(args.category_class))
     for name in unscored:
         print(f"note: the ground truth has no category for class '{name}'; it is not scored")
     report = validate_classes(estimator, truths, args.images_folder, unscored, progress=not args.no_progress,

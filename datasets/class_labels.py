@@ -48,9 +48,15 @@ class ClassLabels:
         return "; ".join(parts)
 
 
+EVERY_OTHER_CATEGORY = "*"
+
+
 def category_class_map(path: str, categories: list, target: KeypointSet,
                        mapping: Mapping[str, str] | None = None) -> dict:
-    """{category id: class index} for the categories that list keypoints."""
+    """{category id: class index} for the categories that list keypoints: the class an explicit mapping names
+    ({category name: class name}; the key "*" stands for every category not named otherwise), else the class of the
+    category's own name, else the one class whose keypoint names the category spells. Several categories may be
+    one class when they list the same keypoints (AP-10K's species are all one animal)."""
     class_index = {c.name: c.index for c in target.classes}
     mapping = dict(mapping or {})
     for category_name, class_name in mapping.items():
@@ -59,33 +65,58 @@ def category_class_map(path: str, categories: list, target: KeypointSet,
                                   f"keypoint set '{target.name}' does not have (classes: {', '.join(class_index)})",
                                   settings=("category_class",))
     named = [c for c in categories if isinstance(c, dict) and isinstance(c.get("keypoints"), list)]
-    unknown = sorted(set(mapping) - {str(c.get("name")) for c in named})
+    unknown = sorted(set(mapping) - {str(c.get("name")) for c in named} - {EVERY_OTHER_CATEGORY})
     if unknown:
         raise AnnotationError(f"{path}: no keypoint category is called {', '.join(map(repr, unknown))} (categories: "
                               f"{', '.join(str(c.get('name')) for c in named)})", settings=("category_class",))
     out: dict = {}
     for category in named:
         name = str(category.get("name"))
+        spelled = [c.index for c in target.classes if c.keypoint_set.matches_names(category["keypoints"])]
         if name in mapping:
             out[category["id"]] = class_index[mapping[name]]
         elif name in class_index:
             out[category["id"]] = class_index[name]
+        elif EVERY_OTHER_CATEGORY in mapping:
+            out[category["id"]] = class_index[mapping[EVERY_OTHER_CATEGORY]]
+        elif len(spelled) == 1:
+            out[category["id"]] = spelled[0]
         else:
-            spelled = [c.index for c in target.classes if c.keypoint_set.matches_names(category["keypoints"])]
-            if len(named) == 1 and len(spelled) == 1:
-                out[category["id"]] = spelled[0]
-            else:
-                raise AnnotationError(f"{path}: category '{name}' is none of the classes of keypoint set "
-                                      f"'{target.name}' ({', '.join(class_index)}); map it to one",
-                                      settings=("category_class",))
+            raise AnnotationError(f"{path}: category '{name}' is none of the classes of keypoint set "
+                                  f"'{target.name}' ({', '.join(class_index)}); map it to one",
+                                  settings=("category_class",))
     if not out:
         raise AnnotationError(f"{path}: no category lists 'keypoints'; not a COCO keypoint file")
-    taken: dict = {}
-    for category_id, index in out.items():
-        if index in taken:
-            raise AnnotationError(f"{path}: categories {taken[index]!r} and {category_id!r} are both class "
-                                  f"'{target.classes[index].name}'; one category per class")
-        taken[index] = category_id
+    first_of_class: dict = {}
+    for category in named:
+        index = out[category["id"]]
+        first = first_of_class.setdefault(index, category)
+        if list(first["keypoints"]) != list(category["keypoints"]):
+            raise AnnotationError(f"{path}: categories '{first.get('name')}' and '{category.get('name')}' are both "
+                                  f"class '{target.classes[index].name}' but list different keypoints; categories of "
+                                  "one class list the same keypoints", settings=("category_class",))
+    return out
+
+
+def parse_category_classes(pairs: Iterable[str]) -> dict[str, str]:
+    """{category name: class name} from CATEGORY=CLASS strings (`*=animal`: every category not named otherwise)."""
+    mapping = {}
+    for pair in pairs:
+        category, separator, class_name = pair.partition("=")
+        if not separator or not category or not class_name:
+            raise AnnotationError(f"category mapping '{pair}': expected CATEGORY=CLASS (e.g. dog=animal, or "
+                                  f"{EVERY_OTHER_CATEGORY}=animal for every category not named otherwise)",
+                                  settings=("category_class",))
+        mapping[category] = class_name
+    return mapping
+
+
+def categories_by_class(categories: list, category_classes: dict) -> dict:
+    """{class index: [its categories, in file order]}."""
+    out: dict = {}
+    for category in categories:
+        if isinstance(category, dict) and category.get("id") in category_classes:
+            out.setdefault(category_classes[category["id"]], []).append(category)
     return out
 
 
@@ -102,7 +133,7 @@ def read_coco_classes(path: str, target: KeypointSet, mapping: Mapping[str, str]
         raise AnnotationError(f"{path}: expected a COCO object with 'images', 'annotations' and 'categories' lists")
     category_classes = category_class_map(path, data["categories"], target, mapping)
     class_names = [c.name for c in target.classes]
-    present = tuple(class_names[i] for i in sorted(category_classes.values()))
+    present = tuple(class_names[i] for i in sorted(set(category_classes.values())))
     exhaustive = tuple(present if exhaustive is None else exhaustive)
     for name in exhaustive:
         if name not in class_names:
@@ -116,20 +147,23 @@ def read_coco_classes(path: str, target: KeypointSet, mapping: Mapping[str, str]
     images: dict = {}
     labelled = np.zeros(count, bool)
     conversions = {}
-    for category in data["categories"]:
-        if not isinstance(category, dict) or category.get("id") not in category_classes:
-            continue
-        subject = target.classes[category_classes[category["id"]]]
-        part = {"images": data["images"], "categories": [category],
-                "annotations": [a for a in data["annotations"]
-                                if isinstance(a, dict) and a.get("category_id") == category["id"]]}
+    for class_index, class_categories in categories_by_class(data["categories"], category_classes).items():
+        subject = target.classes[class_index]
+        ids = {category["id"] for category in class_categories}
+        names = ", ".join(f"'{category.get('name')}'" for category in class_categories)
+        # One class's categories list the same keypoints: read together, as one file of the class.
+        first_id = class_categories[0]["id"]
+        part = {"images": data["images"], "categories": [class_categories[0]],
+                "annotations": [{**a, "category_id": first_id} for a in data["annotations"]
+                                if isinstance(a, dict) and a.get("category_id") in ids]}
         try:
             coco = read_coco_keypoints(path, subject.keypoint_set, data=part)
         except AnnotationError as e:
-            raise AnnotationError(f"{e} (category '{category.get('name')}', class '{subject.name}')") from None
+            label = "categories" if len(class_categories) > 1 else "category"
+            raise AnnotationError(f"{e} ({label} {names}, class '{subject.name}')") from None
         conversion = KeypointConversion.by_name(coco.keypoint_set, subject.keypoint_set)
         if not conversion.labelled.any():
-            raise AnnotationError(f"{path}: category '{category.get('name')}' (keypoint set "
+            raise AnnotationError(f"{path}: category {names} (keypoint set "
                                   f"'{coco.keypoint_set.name}') shares no keypoint with class '{subject.name}'")
         conversions[subject.index] = conversion
         if subject.name in exhaustive:

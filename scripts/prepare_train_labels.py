@@ -26,7 +26,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from lwpose.errors import flag_hint  # noqa: E402
-from lwpose.datasets.class_labels import read_coco_classes  # noqa: E402
+from lwpose.datasets.class_labels import parse_category_classes, read_coco_classes  # noqa: E402
 from lwpose.datasets.coco_reader import AnnotationError, find_missing_images, read_coco_keypoints  # noqa: E402
 from lwpose.datasets.mix_recipe import RecipeError, load_mix_recipe, prepare_mixed_labels  # noqa: E402
 from lwpose.datasets.prepared_labels import (DEFAULT_PSEUDO_WEIGHT, DROPPED_PEOPLE_WARNING_SHARE,  # noqa: E402
@@ -61,7 +61,8 @@ def parse_args(argv=None):
                              f"box width (default {DEFAULTS.min_center_distance})")
     parser.add_argument("--source-name", default=None, help="name of this source (default: the labels file's)")
     parser.add_argument("--category-class", nargs="+", action="extend", default=[], metavar="CATEGORY=CLASS",
-                        help="with a multi-class --keypoints set: the class of a category whose name is not a class's")
+                        help="with a multi-class --keypoints set: the class of a category whose name is not a class's "
+                             "(and whose keypoint names are not one class's); *=CLASS: every category not named")
     parser.add_argument("--exhaustive", nargs="+", default=None, metavar="CLASS",
                         help="with a multi-class --keypoints set: the classes the file labels exhaustively (default: "
                              "every class it has a category for); the others are masked, never trained as background")
@@ -70,15 +71,6 @@ def parse_args(argv=None):
                              f"{DEFAULT_PSEUDO_WEIGHT})")
     return parser.parse_args(argv)
 
-
-def category_classes(pairs: list[str]) -> dict[str, str]:
-    mapping = {}
-    for pair in pairs:
-        category, separator, class_name = pair.partition("=")
-        if not separator or not category or not class_name:
-            raise AnnotationError(f"--category-class {pair}: expected CATEGORY=CLASS (e.g. dog=animal)")
-        mapping[category] = class_name
-    return mapping
 
 
 def format_summary(summary: dict, keypoint_set, source, settings: SelectionSettings) -> str:
@@ -143,7 +135,7 @@ def main(argv=None) -> int:
         settings = SelectionSettings(args.min_keypoints, args.min_area, args.min_center_distance).for_set(target)
         classes = None
         if target.num_classes > 1:
-            classes = read_coco_classes(args.labels, target, category_classes(args.category_class),
+            classes = read_coco_classes(args.labels, target, parse_category_classes(args.category_class),
                                         args.exhaustive)
             coco = classes.coco
         elif args.category_class or args.exhaustive:

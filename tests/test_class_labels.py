@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import REPO_ROOT
+from conftest import MMPOSE_SAMPLES, REPO_ROOT, require_shared
 
 from lwpose.datasets.augmentation import AugmentationConfig
 from lwpose.datasets.class_labels import masks_background, read_coco_classes
@@ -37,11 +37,11 @@ def instance(keypoint_set, x0: float, seed: int) -> list:
     return [round(float(v), 2) for v in points.ravel()]
 
 
-def people_and_dogs(folder, dog_category: str = "dog") -> str:
-    """One image, a person (coco) and an animal of category `dog_category` (ap10k keypoints)."""
+def people_and_dogs(folder, dog_category: str = "dog", dog_keypoints: str = "ap10k") -> str:
+    """One image, a person (coco) and an animal of category `dog_category` (keypoints of set `dog_keypoints`)."""
     os.makedirs(folder / "images", exist_ok=True)
     cv2.imwrite(str(folder / "images" / "a.jpg"), np.full((SIZE, SIZE, 3), 90, np.uint8))
-    coco, ap10k = load_keypoint_set("coco"), load_keypoint_set("ap10k")
+    coco, ap10k = load_keypoint_set("coco"), load_keypoint_set(dog_keypoints)
     data = {"images": [{"id": 1, "file_name": "a.jpg", "width": SIZE, "height": SIZE}],
             "categories": [{"id": 1, "name": "person", "keypoints": list(coco.keypoints)},
                            {"id": 7, "name": dog_category, "keypoints": list(ap10k.keypoints)}],
@@ -108,7 +108,7 @@ def test_a_shared_channel_of_a_masked_class_is_masked(tmp_path):
 
 
 @pytest.mark.parametrize("mapping, exhaustive, message", [
-    (None, None, "category 'dog' is none of the classes"),
+    (None, None, "category 'dog' is none of the classes"),  # Animal-Pose's names spell neither class
     ({"dog": "horse"}, None, "mapped to class 'horse'"),
     ({"cat": "animal"}, None, "no keypoint category is called 'cat'"),
     ({"dog": "person"}, None, "both class 'person'"),
@@ -116,7 +116,82 @@ def test_a_shared_channel_of_a_masked_class_is_masked(tmp_path):
 ])
 def test_unmappable_categories_fail_naming_them(tmp_path, mapping, exhaustive, message):
     with pytest.raises(AnnotationError, match=message):
-        read_coco_classes(people_and_dogs(tmp_path), two_classes(), mapping, exhaustive)
+        read_coco_classes(people_and_dogs(tmp_path, dog_keypoints="animalpose"), two_classes(), mapping, exhaustive)
+
+
+def test_categories_that_spell_a_class_or_are_mapped_by_star_join_it(tmp_path):
+    """A category found by its keypoint names needs no mapping, whatever else the file holds; "*" maps every
+    category not named otherwise (Animal-Pose's species), converted by the class's aliases."""
+    whole = two_classes()
+    person, animal = whole.classes
+    spelled = read_coco_classes(people_and_dogs(tmp_path / "a"), whole)
+    assert spelled.category_classes == {1: person.index, 7: animal.index}
+    starred = read_coco_classes(people_and_dogs(tmp_path / "b", dog_keypoints="animalpose"), whole, {"*": "animal"})
+    assert starred.category_classes == {1: person.index, 7: animal.index}
+    dog = starred.coco.images[0].people[1].keypoints
+    labelled = dog[:, 2] > 0
+    assert not labelled[person.channels].any()
+    # AP-10K's neck is the one joint Animal-Pose does not have
+    assert [whole.keypoints[c] for c in animal.channels if not labelled[c]] == ["animal/neck"]
+
+
+def species_file(folder, species: list[tuple[str, str]]) -> str:
+    """One image with one animal per (category name, keypoint set) pair, each its own category."""
+    os.makedirs(folder / "images", exist_ok=True)
+    cv2.imwrite(str(folder / "images" / "a.jpg"), np.full((SIZE, SIZE, 3), 90, np.uint8))
+    categories, annotations = [], []
+    for i, (name, set_name) in enumerate(species):
+        keypoint_set = load_keypoint_set(set_name)
+        categories.append({"id": 20 + i, "name": name, "keypoints": list(keypoint_set.keypoints)})
+        annotations.append({"id": 100 + i, "image_id": 1, "category_id": 20 + i, "area": 1800, "iscrowd": 0,
+                            "keypoints": instance(keypoint_set, 5 + 30 * i, i), "bbox": [5 + 30 * i, 15, 30, 60]})
+    path = folder / "labels.json"
+    path.write_text(json.dumps({"images": [{"id": 1, "file_name": "a.jpg", "width": SIZE, "height": SIZE}],
+                                "categories": categories, "annotations": annotations}))
+    return str(path)
+
+
+def test_several_species_are_one_class_and_scored_together(tmp_path):
+    from lwpose.evaluation.classes import load_class_ground_truths, score_classes
+
+    whole = two_classes()
+    animal = whole.classes[1]
+    path = species_file(tmp_path, [("antelope", "ap10k"), ("dog", "ap10k"), ("cat", "ap10k")])
+    read = read_coco_classes(path, whole)
+    assert set(read.category_classes.values()) == {animal.index}
+    animals = read.coco.images[0].people
+    assert len(animals) == 3 and all((a.keypoints[animal.channels, 2] > 0).all() for a in animals)
+    truths, unscored = load_class_ground_truths(path, whole)
+    assert [t.name for t in truths] == ["animal"] and unscored == ["person"]
+    truth = truths[0]
+    # The three labelled animals given back as detections: all three are ground truth of the one class.
+    exact = [{"image_id": 1, "category_id": truth.gt.category_id, "keypoints": a["keypoints"], "score": 1.0}
+             for a in json.load(open(path))["annotations"]]
+    row, = score_classes(truths, truth.gt.images, {animal.index: exact}).rows
+    assert row["instances"] == 3 and row["AP"] == pytest.approx(1.0)
+    row, = score_classes(truths, truth.gt.images, {animal.index: exact[:1]}).rows
+    assert row["AR"] == pytest.approx(1 / 3)
+
+
+def test_one_class_from_categories_with_different_keypoints_fails_naming_both(tmp_path):
+    path = species_file(tmp_path, [("dog", "ap10k"), ("cat", "animalpose")])
+    with pytest.raises(AnnotationError, match="categories 'dog' and 'cat' are both class 'animal' but list "
+                                              "different keypoints"):
+        read_coco_classes(path, two_classes(), {"*": "animal"})
+
+
+def test_the_ap10k_and_animal_pose_samples_read_into_the_animal_class():
+    """The real files: AP-10K's 54 species by its keypoint names, Animal-Pose's through "*" and the aliases."""
+    whole = two_classes()
+    animal = whole.classes[1]
+    ap10k = os.path.join(MMPOSE_SAMPLES, "ap10k", "test_ap10k.json")
+    animal_pose = os.path.join(MMPOSE_SAMPLES, "animalpose", "test_animalpose.json")
+    require_shared(ap10k, animal_pose)
+    for labels, mapping, unlabelled in ((ap10k, None, 0), (animal_pose, {"*": "animal"}, 1)):
+        read = read_coco_classes(labels, whole, mapping)
+        assert set(read.category_classes.values()) == {animal.index}
+        assert read.exhaustive == ("animal",)
+        assert int((~read.conversions[animal.index].labelled).sum()) == unlabelled
 
 
 def test_prepare_train_labels_and_a_mix_recipe_take_a_multi_class_set(tmp_path):

@@ -45,9 +45,10 @@ class ClassReport:
 def load_class_ground_truths(path: str, model_set: KeypointSet,
                              category_classes: dict[str, str] | None = None) -> tuple[list[ClassGroundTruth], list]:
     """Each category of a COCO keypoint file as the ground truth of a class of the multi-class `model_set` (by
-    category name = class name, a single category by its keypoint names, or `category_classes` {category: class});
+    category name = class name, by its keypoint names, or `category_classes` {category: class}; several categories
+    of one class are scored together);
     returns them and the classes no category stands for."""
-    from lwpose.datasets.class_labels import category_class_map
+    from lwpose.datasets.class_labels import categories_by_class, category_class_map
 
     data = read_ground_truth_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("categories"), list) \
@@ -56,13 +57,14 @@ def load_class_ground_truths(path: str, model_set: KeypointSet,
                                "'categories'")
     category_of = category_class_map(path, data["categories"], model_set, category_classes)
     out = []
-    for category in data["categories"]:
-        if not isinstance(category, dict) or category.get("id") not in category_of:
-            continue
-        subject = model_set.classes[category_of[category["id"]]]
+    for class_index, class_categories in categories_by_class(data["categories"], category_of).items():
+        subject = model_set.classes[class_index]
+        category = class_categories[0]
+        ids = {c["id"] for c in class_categories}
+        # One class's categories (AP-10K's species) list the same keypoints: scored together as the first one.
         part = {**data, "categories": [category],
-                "annotations": [a for a in data["annotations"]
-                                if isinstance(a, dict) and a.get("category_id") == category["id"]]}
+                "annotations": [{**a, "category_id": category["id"]} for a in data["annotations"]
+                                if isinstance(a, dict) and a.get("category_id") in ids]}
         own = subject.keypoint_set.matches_names(category["keypoints"])
         try:
             gt = keypoint_ground_truth(part, path, subject.keypoint_set if own else None,
