@@ -28,6 +28,7 @@ class EvaluationSet:
     gt: KeypointGroundTruth
     images_folder: str
     mapping: np.ndarray
+    class_index: int | None = None  # a multi-class model: only this class's instances are scored
 
     @property
     def unscored(self) -> list[str]:
@@ -41,13 +42,33 @@ class EvaluationSet:
 
 
 def evaluation_sets(recipe: MixRecipe, model_set: KeypointSet) -> list[EvaluationSet]:
-    """Every source of the recipe, ready to be scored (its validation labels where it names them)."""
+    """Every source of the recipe, ready to be scored (its validation labels where it names them); for a multi-class
+    model, each class a source has a category for, on that class's instances only."""
     sets = []
     for source in recipe.sources:
+        if model_set.num_classes > 1 and source.format == "coco":
+            sets += class_evaluation_sets(source, recipe, model_set)
+            continue
         data, images_folder = evaluation_ground_truth(source, recipe)
         gt = keypoint_ground_truth(data, source.val_labels or source.labels, source.keypoint_set)
         sets.append(EvaluationSet(source.name, gt, images_folder, output_keypoint_indices(source, model_set, recipe)))
     return sets
+
+
+def class_evaluation_sets(source, recipe: MixRecipe, model_set: KeypointSet) -> list[EvaluationSet]:
+    """A COCO source scored by a multi-class model: one set per class it has a category for, named after the source
+    (`source-class` where it has several), each category in its class's own keypoints and sigmas."""
+    from lwpose.datasets.coco_reader import AnnotationError
+    from lwpose.evaluation.classes import load_class_ground_truths
+
+    labels = source.val_labels or source.labels
+    try:
+        truths, _ = load_class_ground_truths(labels, model_set, source.category_classes)
+    except AnnotationError as e:
+        raise recipe.fail(source.entry, str(e)) from None
+    images_folder = source.val_images_folder or source.images_folder
+    return [EvaluationSet(source.name if len(truths) == 1 else f"{source.name}-{truth.name}", truth.gt,
+                          images_folder, truth.mapping, truth.class_index) for truth in truths]
 
 
 def mix_metric_names(sets: list[EvaluationSet]) -> list[str]:
@@ -78,7 +99,8 @@ def validate_mix(estimator: PoseEstimator, sets: list[EvaluationSet], rank: int 
     rows, reports = [], []
     for evaluation in sets:
         report = validate_coco_sharded(estimator, evaluation.gt, evaluation.images_folder, rank, world_size, gather,
-                                       progress, max_images, evaluation.mapping, pck=True)
+                                       progress, max_images, evaluation.mapping, pck=True,
+                                       class_index=evaluation.class_index)
         if report is not None:
             rows.append(dataset_row(evaluation.name, evaluation.gt, report))
             reports.append(report)

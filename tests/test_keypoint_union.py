@@ -55,7 +55,9 @@ def test_lwop18_grows_head_top_with_its_own_channels_first(tmp_path):
 
 
 def test_shipped_recipe_sets_are_what_make_keypoint_set_writes(tmp_path):
-    for name, args in (("lwop18_head_top", PEOPLE_UNION_ARGS), ("animal_union", ANIMAL_UNION_ARGS)):
+    people_animals_args = ["--classes", "person=coco", "animal=ap10k", "--name", "people_animals"]
+    for name, args in (("lwop18_head_top", PEOPLE_UNION_ARGS), ("animal_union", ANIMAL_UNION_ARGS),
+                       ("people_animals", people_animals_args)):
         output, _ = make_set(tmp_path, *args)
         with open(os.path.join(RECIPES, f"{name}.json")) as f:
             assert json.loads(output.read_text()) == json.load(f), name

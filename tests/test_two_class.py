@@ -131,3 +131,77 @@ def test_two_class_quickstart_end_to_end_at_a_tiny_size(tmp_path):
         detections = json.load(f)
     assert {d["category_id"] for d in detections} <= {1, 2}
     assert os.path.exists(tmp_path / "report.txt") and os.path.exists(tmp_path / "loss_curve.png")
+    # val.py --mix with the multi-class model: one row per class of the source, named source-class
+    checkpoint = (tmp_path / "report.txt").read_text().splitlines()[0].removeprefix("checkpoint: ")
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({"name": "scenes", "target": {"mode": "combine",
+                                                               "keypoints": str(tmp_path / "people_animals.json")},
+                                  "sources": [{"name": "scenes", "format": "coco",
+                                               "labels": str(tmp_path / "data" / "val" / "person_keypoints.json"),
+                                               "images_folder": str(tmp_path / "data" / "val" / "images")}]}))
+    result = subprocess.run([sys.executable, "val.py", "--mix", str(recipe), "--checkpoint-path", checkpoint,
+                             "--height-size", "64", "--metrics-out", str(tmp_path / "mix.json"), "--no-progress"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    with open(tmp_path / "mix.json") as f:
+        rows = json.load(f)["datasets"]
+    assert {name: row["keypoint_set"] for name, row in rows.items()} == {"scenes-person": "person",
+                                                                          "scenes-animal": "animal"}
+
+
+class GroundTruthMapsEstimator:
+    """Stands in for a trained two-class network in the evaluation: decodes each image's ground-truth maps (found by
+    its pixels), so every instance is found where it is labelled and the scores depend only on the evaluation."""
+
+    def __init__(self, labels: str, images_folder: str, keypoint_set):
+        from lwpose.images import read_image
+
+        self.keypoint_set = keypoint_set
+        self.by_pixels = {read_image(os.path.join(images_folder, image.file_name)).tobytes(): image
+                          for image in read_coco_classes(labels, keypoint_set).coco.images}
+
+    def estimate(self, image):
+        return self.decode(self.by_pixels[image.tobytes()])
+
+    def decode(self, scene):
+        (heatmaps, pafs), _ = ground_truth_maps(scene, self.keypoint_set)
+        people = codec.decode(heatmaps, pafs, self.keypoint_set, map_grouping())
+        people.keypoints[..., :2] /= MAP_SCALE
+        return people
+
+
+def test_val_mix_scores_each_class_of_each_source_on_its_own_instances(mixed_scenes, tmp_path):
+    """A multi-class recipe validated as val.py --mix does: one row per class a source has a category for (named
+    `source-class` where it has several), each scoring only that class's instances with its own keypoints."""
+    from lwpose.datasets.mix_evaluation import evaluation_sets, validate_mix
+    from lwpose.datasets.mix_recipe import load_mix_recipe
+
+    labels, whole = mixed_scenes
+    images_folder = os.path.join(os.path.dirname(labels), "images")
+    with open(labels) as f:
+        data = json.load(f)
+    animal_category = next(c["id"] for c in data["categories"] if c["name"] == "animal")
+    animals_only = tmp_path / "animals_only.json"
+    animals_only.write_text(json.dumps({**data, "categories": [c for c in data["categories"]
+                                                               if c["id"] == animal_category],
+                                        "annotations": [a for a in data["annotations"]
+                                                        if a["category_id"] == animal_category]}))
+    set_path = tmp_path / "people_animals.json"
+    whole.save(str(set_path))
+    recipe = tmp_path / "recipe.json"
+    recipe.write_text(json.dumps({
+        "name": "scenes", "target": {"mode": "combine", "keypoints": str(set_path)},
+        "sources": [{"name": "scenes", "format": "coco", "labels": labels, "images_folder": images_folder},
+                    {"name": "animals", "format": "coco", "labels": str(animals_only), "images_folder": images_folder,
+                     "exhaustive": ["animal"]}]}))
+    sets = evaluation_sets(load_mix_recipe(str(recipe)), whole)
+    assert [(s.name, s.class_index, s.gt.keypoint_set.name) for s in sets] == [
+        ("scenes-person", 0, "person"), ("scenes-animal", 1, "animal"), ("animals", 1, "animal")]
+    oracle = GroundTruthMapsEstimator(labels, images_folder, whole)
+    result = validate_mix(oracle, sets, progress=False)
+    decoded = np.concatenate([oracle.decode(scene).class_ids for scene in oracle.by_pixels.values()])
+    for row, evaluation in zip(result.rows, sets):
+        assert row["AP"] > 0.8 and row["PCK@0.1"] > 0.8, row
+        # only the instances of the row's class are scored, not the other class's
+        assert row["num_detections"] == np.count_nonzero(decoded == evaluation.class_index), row
+    assert {d["category_id"] for d in result.reports[1].detections} == {animal_category}

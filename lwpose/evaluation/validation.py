@@ -62,14 +62,18 @@ def estimate_images(estimator: PoseEstimator, images: list[dict], images_folder:
 
 
 def detect_images(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, images: list[dict],
-                  mapping: np.ndarray | None = None, progress: bool = True) -> ImageDetections:
+                  mapping: np.ndarray | None = None, progress: bool = True,
+                  class_index: int | None = None) -> ImageDetections:
     """Run the estimator over `images` (entries of gt.images). `mapping`: for each ground-truth keypoint, the model
-    keypoint it is scored with (-1: none; default by name)."""
+    keypoint it is scored with (-1: none; default by name). `class_index`: a multi-class model's instances of that
+    class only."""
     if mapping is None:
         mapping = estimator.keypoint_set.indices_in(gt.keypoint_set)
     detections: list[dict] = []
     unreadable: list[str] = []
     for image_info, people in estimate_images(estimator, images, images_folder, unreadable, progress):
+        if class_index is not None:
+            people = people.select(np.flatnonzero(people.class_ids == class_index))
         detections.extend(people_to_coco_results(people, image_info["id"], estimator.keypoint_set, gt.keypoint_set,
                                                  gt.category_id, mapping))
     return ImageDetections(detections, unreadable, len(images))
@@ -106,16 +110,16 @@ def validate_coco(estimator: PoseEstimator, gt: KeypointGroundTruth, images_fold
 def validate_coco_sharded(estimator: PoseEstimator, gt: KeypointGroundTruth, images_folder: str, rank: int,
                           world_size: int, gather: Callable[[ImageDetections], list | None], progress: bool = False,
                           max_images: int | None = None, mapping: np.ndarray | None = None,
-                          pck: bool = False) -> ValidationReport | None:
+                          pck: bool = False, class_index: int | None = None) -> ValidationReport | None:
     """validate_coco split over `world_size` processes: this one (`rank`) decodes every world_size-th image from its
     rank on, `gather` brings every rank's ImageDetections to rank 0 (in rank order; None on the others), and rank 0
     scores them in the images' own order, so the metrics and the detections are those of one process doing it all.
-    Returns the report on rank 0, None elsewhere."""
+    `class_index`: a multi-class model's instances of that class only. Returns the report on rank 0, None elsewhere."""
     start = time.perf_counter()
     images = selected_images(gt, max_images)
     if mapping is None:
         mapping = estimator.keypoint_set.indices_in(gt.keypoint_set)
-    found = detect_images(estimator, gt, images_folder, images[rank::world_size], mapping, progress)
+    found = detect_images(estimator, gt, images_folder, images[rank::world_size], mapping, progress, class_index)
     parts = gather(found)
     if parts is None:
         return None
