@@ -647,6 +647,8 @@ def parse_args(argv=None):
     parser.add_argument("--crowd-probability", type=float, default=SceneConfig.crowd_probability)
     parser.add_argument("--partial-probability", type=float, default=SceneConfig.partial_probability,
                         help="chance that a person is cut by the image border")
+    parser.add_argument("--near-probability", type=float, default=SceneConfig.near_probability,
+                        help="chance that a person or animal is placed close beside one already placed (overlapping)")
     parser.add_argument("--back-view-probability", type=float, default=SceneConfig.back_view_probability)
     parser.add_argument("--joint-marker-shade", type=float, default=SceneConfig.joint_marker_shade,
                         help="contrast of the discs drawn at joints (0: plain limbs)")
@@ -677,7 +679,7 @@ def generate(args) -> dict:
     config = SceneConfig(long_side=args.image_size, people=tuple(args.people),
                          person_height=tuple(args.person_height), small_people=tuple(args.small_people),
                          crowd_probability=args.crowd_probability, partial_probability=args.partial_probability,
-                         back_view_probability=args.back_view_probability,
+                         near_probability=args.near_probability, back_view_probability=args.back_view_probability,
                          joint_marker_shade=args.joint_marker_shade, animals=tuple(args.animals),
                          animal_height=tuple(args.animal_height))
     config.check()

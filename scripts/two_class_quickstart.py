@@ -27,6 +27,7 @@ sys.path.insert(0, os.path.join(ROOT, "scripts"))
 sys.path.insert(0, ROOT)
 
 import quickstart  # noqa: E402
+import synthetic_data  # noqa: E402
 from quickstart import StepFailed, run_step  # noqa: E402
 
 from lwpose.errors import flag_hint  # noqa: E402
@@ -42,6 +43,7 @@ PERSON_HEIGHT = (0.4, 0.6)
 # a person's, so one crop scale serves both classes.
 ANIMAL_HEIGHT = (0.3, 0.53)
 ANIMALS = (1, 1)
+NEAR_PROBABILITY = synthetic_data.SceneConfig.near_probability
 # Instances smaller than the default 32 x 32 px area are common at 128 px (a lying-down animal's outline), and the
 # area counts the figure's own pixels, not its box: a lower floor keeps them as training samples.
 MIN_AREA = 256
@@ -58,6 +60,8 @@ def parse_args(argv=None):
     parser.add_argument("--person-height", type=float, nargs=2, default=PERSON_HEIGHT, metavar=("MIN", "MAX"))
     parser.add_argument("--animals", type=int, nargs=2, default=ANIMALS, metavar=("MIN", "MAX"))
     parser.add_argument("--animal-height", type=float, nargs=2, default=ANIMAL_HEIGHT, metavar=("MIN", "MAX"))
+    parser.add_argument("--near-probability", type=float, default=NEAR_PROBABILITY,
+                        help="synthetic_data.py --near-probability")
     parser.add_argument("--min-area", type=float, default=MIN_AREA, help="prepare_train_labels.py --min-area")
     parser.add_argument("--train-minutes", type=float, default=quickstart.TRAIN_MINUTES)
     parser.add_argument("--iterations", type=int, default=None)
@@ -68,6 +72,7 @@ def parse_args(argv=None):
     # The quickstart's 4e-3 leaves this network on the plateau of empty maps with both classes to learn (its loss does
     # not fall in 5000 iterations); at 1e-3 it falls from the start.
     parser.add_argument("--base-lr", type=float, default=1e-3)
+    parser.add_argument("--warmup-iterations", type=int, default=0)
     parser.add_argument("--lr-drop-progress", type=float, nargs="+", default=[0.75, 0.9], metavar="FRACTION")
     parser.add_argument("--max-rotate-degree", type=float, default=20)
     parser.add_argument("--num-workers", type=int, default=1)
@@ -94,7 +99,8 @@ def two_class_quickstart(args) -> dict:
                                 "--people", *map(str, args.people), "--person-height", *map(str, args.person_height),
                                 "--small-people", "0", "0", "--crowd-probability", "0", "--partial-probability", "0",
                                 "--back-view-probability", "0", "--animals", *map(str, args.animals),
-                                "--animal-height", *map(str, args.animal_height), "--overwrite", *progress], timings)
+                                "--animal-height", *map(str, args.animal_height),
+                                "--near-probability", f"{args.near_probability:g}", "--overwrite", *progress], timings)
     labels = os.path.join(out, "prepared_train_labels.json")
     run_step("prepare labels", [python, "scripts/prepare_train_labels.py",
                                 "--labels", os.path.join(data, "train", "person_keypoints.json"),
@@ -118,6 +124,7 @@ def two_class_quickstart(args) -> dict:
                        "--max-rotate-degree", str(args.max_rotate_degree),
                        "--backbone-width", str(args.backbone_width), "--num-channels", str(args.num_channels),
                        "--num-refinement-stages", "0", "--base-lr", str(args.base_lr), "--weight-decay", "0",
+                       "--warmup-iterations", str(args.warmup_iterations),
                        "--lr-drop-epochs", "--lr-drop-progress", *map(str, args.lr_drop_progress),
                        "--batch-size", str(args.batch_size // processes), "--channels-last", "--device", "cpu",
                        *(["--max-iterations", str(args.iterations)] if args.iterations else []),
