@@ -18,7 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-BENCH_MODULES = ("bench_realtime", "bench_training")
+BENCH_MODULES = ("bench_realtime", "bench_training", "bench_classes")
 
 
 def machine_description() -> dict:

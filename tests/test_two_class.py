@@ -84,6 +84,27 @@ def test_no_instance_is_assembled_from_another_class_on_mixed_scenes(mixed_scene
     assert found_classes == {0, 1} and decoded >= len(scenes.images) * 2
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own channels", "nose shared"])
+def test_one_pass_over_every_class_finds_what_each_class_alone_finds(mixed_scenes, shared):
+    """The multi-class decoder finds peaks and limb candidates once for the whole set and assembles each class from
+    its own limbs: the same instances as decoding each class's own maps with the class's own set."""
+    labels, whole = mixed_scenes
+    if shared:
+        whole = load_keypoint_set({**whole.to_dict(), "shared": SHARED_NOSE})
+    for image in read_coco_classes(labels, whole).coco.images:
+        (heatmaps, pafs), _ = ground_truth_maps(image, whole)
+        people = codec.decode(heatmaps, pafs, whole, map_grouping())
+        for subject in whole.classes:
+            alone = codec.decode(heatmaps[subject.channels], pafs[subject.paf_channels], subject.keypoint_set,
+                                 map_grouping())
+            mine = people.select(np.flatnonzero(people.class_ids == subject.index))
+            assert len(mine) == len(alone) > 0
+            np.testing.assert_array_equal(mine.keypoints[:, subject.channels], alone.keypoints)
+            np.testing.assert_array_equal(mine.scores, alone.scores)
+            others = np.setdiff1d(np.arange(whole.num_keypoints), subject.channels)
+            assert (mine.keypoints[:, others, 2] == 0).all()
+
+
 def test_each_class_is_scored_on_its_own_category_with_its_own_sigmas(mixed_scenes):
     labels, whole = mixed_scenes
     truths, unscored = load_class_ground_truths(labels, whole)

@@ -656,18 +656,22 @@ def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: Keypoint
     never mixes keypoints of two classes; `class_ids` says whose each is."""
     if keypoint_set.num_classes == 1:
         return _decode_one_class(heatmaps, pafs, keypoint_set, params, heatmap_scale)
-    _check_map_shapes(heatmaps[:keypoint_set.num_keypoints], pafs, keypoint_set, heatmap_scale)
-    parts = []
-    for subject in keypoint_set.classes:
-        found = _decode_one_class(heatmaps[subject.channels], pafs[subject.paf_channels], subject.keypoint_set,
-                                  params, heatmap_scale)
-        keypoints = np.full((len(found), keypoint_set.num_keypoints, 3), -1.0, np.float32)
-        keypoints[..., 2] = 0.0
-        keypoints[:, subject.channels] = found.keypoints
-        parts.append(People(keypoints, found.scores, found.num_keypoints, keypoint_set.keypoints,
-                            np.full(len(found), subject.index, np.int32)))
-    people = People.concatenate(parts)
-    return replace(people, class_names=tuple(c.name for c in keypoint_set.classes))
+    # Peaks and limb candidates of every channel and limb at once (one pass, as for one class); then each class is
+    # assembled from its own limbs only, each with its own owners of peaks, so a channel two classes share gives its
+    # peaks to both and no instance takes another class's keypoint.
+    found = _peaks_and_candidates(heatmaps, pafs, keypoint_set, params, heatmap_scale)
+    k = keypoint_set.num_keypoints
+    names = tuple(c.name for c in keypoint_set.classes)
+    if found is None:
+        return replace(People.empty(k, keypoint_set.keypoints), class_names=names)
+    peaks, candidates = found
+    assembled = [assemble_people(peaks, k, keypoint_set.limb_keypoints, keypoint_set.fill_in_mask,
+                                 subject.limbs[subject.keypoint_set.assembly_order], candidates,
+                                 params.min_keypoints, params.min_mean_score) for subject in keypoint_set.classes]
+    person_peaks, totals, counts = (np.concatenate(part) for part in zip(*assembled))
+    people = people_from_peaks(person_peaks, totals, counts, peaks, k, keypoint_set.keypoints)
+    class_ids = np.repeat(np.arange(len(assembled), dtype=np.int32), [len(part[1]) for part in assembled])
+    return replace(people, class_ids=class_ids, class_names=names)
 
 
 def _check_map_shapes(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet, heatmap_scale: int) -> None:
@@ -681,6 +685,20 @@ def _check_map_shapes(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: Keyp
 
 def _decode_one_class(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet, params: GroupingParams,
                       heatmap_scale: int) -> People:
+    k = keypoint_set.num_keypoints
+    found = _peaks_and_candidates(heatmaps, pafs, keypoint_set, params, heatmap_scale)
+    if found is None:
+        return People.empty(k, keypoint_set.keypoints)
+    peaks, candidates = found
+    person_peaks, totals, counts = assemble_people(
+        peaks, k, keypoint_set.limb_keypoints, keypoint_set.fill_in_mask, keypoint_set.assembly_order, candidates,
+        params.min_keypoints, params.min_mean_score)
+    return people_from_peaks(person_peaks, totals, counts, peaks, k, keypoint_set.keypoints)
+
+
+def _peaks_and_candidates(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: KeypointSet, params: GroupingParams,
+                          heatmap_scale: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The peaks of every keypoint channel and the scored connections of every limb; None without any peak."""
     k = keypoint_set.num_keypoints
     heatmaps = np.ascontiguousarray(heatmaps[:k], dtype=np.float32)
     pafs = np.ascontiguousarray(pafs, dtype=np.float32)
@@ -708,22 +726,18 @@ def _decode_one_class(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: Keyp
         peaks = find_peaks(_finite(heatmaps), *peak_args)
         pafs = _finite(pafs)
     if len(peaks) == 0:
-        return People.empty(k, keypoint_set.keypoints)
+        return None
     if heatmap_scale != 1:  # pixel j of a map resized s times (OpenCV's convention) lies at (j + 0.5) / s - 0.5
         peaks[:, :2] = (peaks[:, :2] + 0.5) / heatmap_scale - 0.5
     starts = keypoint_starts(peaks, k)
-    order = keypoint_set.assembly_order
     pairs = np.diff(starts)[keypoint_set.limb_keypoints].prod(axis=1)  # candidate pairs of each limb
     limb_args = (params.paf_samples, params.min_paf_score, params.min_success_ratio, params.bilinear_paf)
     if params.threads > 1 and pairs.sum() >= params.threads_from_pairs:
         candidates = _limb_candidates_threaded(peaks, starts, pafs, keypoint_set, pairs, params.threads, limb_args)
     else:
         candidates = limb_candidates(peaks, starts, pafs, keypoint_set.limb_keypoints,
-                                     keypoint_set.limb_paf_channels, order, *limb_args)
-    person_peaks, totals, counts = assemble_people(
-        peaks, k, keypoint_set.limb_keypoints, keypoint_set.fill_in_mask, order, candidates,
-        params.min_keypoints, params.min_mean_score)
-    return people_from_peaks(person_peaks, totals, counts, peaks, k, keypoint_set.keypoints)
+                                     keypoint_set.limb_paf_channels, keypoint_set.assembly_order, *limb_args)
+    return peaks, candidates
 
 
 def people_from_peaks(person_peaks, totals, counts, peaks, num_keypoints, keypoint_names=()) -> People:
