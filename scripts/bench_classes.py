@@ -17,13 +17,14 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
+from bench_realtime import _median_ms  # noqa: E402
 from lwpose import codec  # noqa: E402
 from lwpose.inference.estimator import map_grouping  # noqa: E402
 from lwpose.keypoints import KeypointSet, load_keypoint_set  # noqa: E402
@@ -73,15 +74,6 @@ def scene_maps(count: int, scenes: int, image_size: int, whole: KeypointSet, see
         size = (-(-image.height // MAP_STRIDE), -(-image.width // MAP_STRIDE))
         maps.append(codec.encode(keypoints, whole, size, stride=MAP_STRIDE))
     return maps
-
-
-def _median_ms(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times)
 
 
 def run_decode_classes(args) -> dict:
