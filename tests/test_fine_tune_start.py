@@ -123,3 +123,35 @@ def test_the_new_channels_are_fitted_by_least_squares_and_nothing_else_moves():
                 parameters[name][rows] = fitted + 0.05 * fitted.abs().mean() * torch.randn(fitted.shape,
                                                                                            generator=step)
         assert paf_loss(1) + paf_loss(3) > loss_after
+
+
+def test_the_imported_human_model_grows_an_animal_class_and_keeps_its_people(hpe_checkpoint):
+    """lwop18 grown into people_animals (COCO's person, AP-10K's animal): every stage's person maps are the old maps
+    selected and composed, and the animal channels start at zero."""
+    require_shared(MMPOSE_SAMPLES)
+    checkpoint = load_checkpoint(hpe_checkpoint)
+    old_set = load_keypoint_set(checkpoint["keypoint_set"])
+    new_set = load_keypoint_set(os.path.join(REPO_ROOT, "datasets", "recipes", "people_animals.json"))
+    person, animal = new_set.classes
+    old_architecture = Architecture.from_dict(checkpoint["architecture"])
+    old = build_network(old_architecture)
+    old.load_state_dict(checkpoint["state_dict"])
+    image = real_image()
+    mapping = channel_map(old_set, new_set)
+    kept = np.flatnonzero(mapping.heatmaps >= 0)
+    assert set(person.channels) < set(kept) and not set(animal.channels) & set(kept)
+    old_outputs = outputs_of(old, image)
+
+    grown = grow_network(checkpoint["state_dict"], old_architecture, old_set, new_set)
+    outputs = outputs_of(grown.network, image)
+    assert [o.shape[1] for o in outputs] == [new_set.num_heatmaps, new_set.num_pafs] * 2
+    person_pafs = np.sort(person.paf_channels)
+    for stage in range(0, len(outputs), 2):
+        torch.testing.assert_close(outputs[stage][:, kept], old_outputs[stage][:, mapping.heatmaps[kept]],
+                                   rtol=1e-4, atol=1e-5)
+        composed = torch.einsum("no,bohw->bnhw", torch.as_tensor(mapping.pafs, dtype=torch.float32),
+                                old_outputs[stage + 1])
+        torch.testing.assert_close(outputs[stage + 1][:, person_pafs], composed[:, person_pafs], rtol=1e-4,
+                                   atol=1e-5)
+        assert outputs[stage][:, animal.channels].abs().max() == 0
+        assert outputs[stage + 1][:, animal.paf_channels].abs().max() == 0
