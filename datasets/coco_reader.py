@@ -6,7 +6,6 @@ Coordinates are converted once, here: COCO puts pixel edges at integers, lwpose 
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ import numpy as np
 
 from lwpose.errors import LwposeError
 from lwpose.evaluation.coco import COCO_COORDINATE_OFFSET, GroundTruthError, image_path
+from lwpose.files import read_json
 from lwpose.keypoints import KeypointSet, find_shipped_set_for_names, load_keypoint_set, shipped_set_names
 from lwpose.labels.filled_file import PseudoLabelError, read_header, read_scores
 
@@ -123,13 +123,7 @@ def _name_mismatch(keypoint_set: KeypointSet, names: list, every: bool = False) 
 
 
 def read_annotation_json(path: str):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise AnnotationError(f"{path}: file does not exist") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise AnnotationError(f"{path}: not JSON ({e})") from None
+    return read_json(path, "annotation file", AnnotationError)
 
 
 def read_coco_keypoints(path: str, target: KeypointSet, source: str | KeypointSet | None = None,
