@@ -362,12 +362,7 @@ def prepare_mixed_labels(recipe: MixRecipe, progress: bool = False, report=print
                                          source.name, source.keypoint_map, source.pseudo_weight)
         except AnnotationError as e:
             raise recipe.fail(source.entry, str(e)) from None
-        if not len(part):
-            raise recipe.fail(source.entry, f"no person qualifies as a training sample (>= "
-                                            f"{part.settings.min_keypoints} keypoints, area >= "
-                                            f"{recipe.selection.min_area:g})")
-        part.summary["missing_image_files"] = missing
-        parts.append(part)
+        parts.append(_checked_part(part, missing, source, recipe, "person"))
         report(describe_source(part, source, recipe))
     return combine_prepared_labels(parts)
 
@@ -385,8 +380,14 @@ def _prepare_class_source(source: MixSource, recipe: MixRecipe) -> PreparedLabel
                                      conversion_note=classes.describe())
     except AnnotationError as e:
         raise recipe.fail(source.entry, str(e)) from None
+    return _checked_part(part, missing, source, recipe, "instance")
+
+
+def _checked_part(part: PreparedLabels, missing: list, source: MixSource, recipe: MixRecipe,
+                  subject: str) -> PreparedLabels:
+    """A source's prepared labels with its missing image files noted; an error if nobody became a sample."""
     if not len(part):
-        raise recipe.fail(source.entry, f"no instance qualifies as a training sample (>= "
+        raise recipe.fail(source.entry, f"no {subject} qualifies as a training sample (>= "
                                         f"{part.settings.min_keypoints} keypoints, area >= "
                                         f"{recipe.selection.min_area:g})")
     part.summary["missing_image_files"] = missing
