@@ -213,12 +213,7 @@ def load_mix_recipe(path: str) -> MixRecipe:
             sources.append(source)
             continue
         source.keypoint_map = _keypoint_map(entry_data.get("keypoint_map", []), source, target, fail)
-        for key in ("source_ratio", "sample_ratio_factor"):
-            if key in entry_data:
-                value = entry_data[key]
-                if not _number(value) or value <= 0:
-                    raise fail(f"{entry}.{key}", f"{value!r}: expected a positive number")
-                setattr(source, key, float(value))
+        _ratios(entry_data, source, fail)
         if "pseudo_weight" in entry_data:
             value = entry_data["pseudo_weight"]
             if not _number(value) or not 0 <= value <= 1:
@@ -272,18 +267,23 @@ def _class_entries(entry_data: dict, source: MixSource, target: KeypointSet, fai
     if exhaustive is not None and not (isinstance(exhaustive, list) and all(c in class_names for c in exhaustive)):
         raise fail(f"{source.entry}.exhaustive", f"{exhaustive!r}: expected a list of classes of '{target.name}' "
                                                  f"({', '.join(class_names)})")
-    for key in ("source_ratio", "sample_ratio_factor"):
-        if key in entry_data:
-            value = entry_data[key]
-            if not _number(value) or value <= 0:
-                raise fail(f"{source.entry}.{key}", f"{value!r}: expected a positive number")
-            setattr(source, key, float(value))
+    _ratios(entry_data, source, fail)
     unsupported = sorted(set(entry_data) & {"keypoint_map", "pseudo_weight", "output_keypoint_indices"})
     if unsupported:
         raise fail(source.entry, f"{unsupported} do not apply to a multi-class target (each category is converted "
                                  "into its class by name)")
     source.category_classes = mapping
     source.exhaustive = None if exhaustive is None else tuple(exhaustive)
+
+
+def _ratios(entry_data: dict, source: MixSource, fail) -> None:
+    """A source's `source_ratio` and `sample_ratio_factor`, where given: positive numbers."""
+    for key in ("source_ratio", "sample_ratio_factor"):
+        if key in entry_data:
+            value = entry_data[key]
+            if not _number(value) or value <= 0:
+                raise fail(f"{source.entry}.{key}", f"{value!r}: expected a positive number")
+            setattr(source, key, float(value))
 
 
 def _keypoint_map(value, source: MixSource, target: KeypointSet, fail) -> tuple:
