@@ -666,7 +666,7 @@ def decode_people(heatmaps: np.ndarray, pafs: np.ndarray, keypoint_set: Keypoint
         return replace(People.empty(k, keypoint_set.keypoints), class_names=names)
     peaks, candidates = found
     assembled = [assemble_people(peaks, k, keypoint_set.limb_keypoints, keypoint_set.fill_in_mask,
-                                 subject.limbs[subject.keypoint_set.assembly_order], candidates,
+                                 subject.assembly_order, candidates,
                                  params.min_keypoints, params.min_mean_score) for subject in keypoint_set.classes]
     person_peaks, totals, counts = (np.concatenate(part) for part in zip(*assembled))
     people = people_from_peaks(person_peaks, totals, counts, peaks, k, keypoint_set.keypoints)

@@ -42,9 +42,10 @@ class KeypointClass:
     channels: np.ndarray
     limbs: np.ndarray
     paf_channels: np.ndarray
+    assembly_order: np.ndarray  # the whole set's limbs of this class, in the order grouping takes them
 
     def __post_init__(self):
-        for table in (self.channels, self.limbs, self.paf_channels):
+        for table in (self.channels, self.limbs, self.paf_channels, self.assembly_order):
             table.setflags(write=False)
 
 
@@ -53,7 +54,8 @@ def _class(whole: "KeypointSet", index: int, class_set: "KeypointSet", channels:
     paf_channels = np.empty(class_set.num_pafs, np.int64)
     for limb, (x_channel, y_channel) in zip(limbs, class_set.limb_paf_channels):
         paf_channels[x_channel], paf_channels[y_channel] = whole.limb_paf_channels[limb]
-    return KeypointClass(class_set.name, index, class_set, channels, limbs, paf_channels)
+    return KeypointClass(class_set.name, index, class_set, channels, limbs, paf_channels,
+                         np.asarray(limbs)[class_set.assembly_order])
 
 
 def single_class(keypoint_set: "KeypointSet") -> KeypointClass:
