@@ -24,9 +24,10 @@ from lwpose.evaluation.classes import load_class_ground_truths  # noqa: E402
 from lwpose.evaluation.validation import write_json  # noqa: E402
 from lwpose.images import read_image  # noqa: E402
 from lwpose.inference.estimator import PoseEstimator  # noqa: E402
+from lwpose.inference.grouping import GroupingParams  # noqa: E402
 
-# The grouping's own floor for a heatmap peak (GroupingParams.peak_threshold): a weaker maximum is no peak at all.
-DEFAULT_MIN_PEAK = 0.1
+# The grouping's own floor for a heatmap peak: a maximum not above it is no peak at all.
+DEFAULT_MIN_PEAK = GroupingParams().peak_threshold
 DEFAULT_RADIUS = 0.1
 
 
@@ -44,18 +45,6 @@ def parse_args(argv=None):
                         help=f"a channel's maximum not above this is no peak (default {DEFAULT_MIN_PEAK:g})")
     parser.add_argument("--output-json", default=None, help="write the counts per channel and class here")
     return parser.parse_args(argv)
-
-
-def instance_box(annotation: dict, keypoints: np.ndarray) -> tuple[float, float, float, float] | None:
-    """The annotation's bbox (x, y, w, h), else its labelled keypoints' extent; None when neither has an area."""
-    box = annotation.get("bbox")
-    if isinstance(box, list) and len(box) == 4 and box[2] > 0 and box[3] > 0:
-        return tuple(float(v) for v in box)
-    labelled = keypoints[keypoints[:, 2] > 0, :2]
-    if len(labelled) < 2:
-        return None
-    (x0, y0), (x1, y1) = labelled.min(axis=0), labelled.max(axis=0)
-    return (float(x0), float(y0), float(x1 - x0), float(y1 - y0)) if x1 > x0 and y1 > y0 else None
 
 
 def peak_found(heatmap: np.ndarray, box, point, radius: float, min_peak: float) -> tuple[bool, bool]:
@@ -88,10 +77,11 @@ def channel_peaks(estimator: PoseEstimator, labels: str, images_folder: str, cat
             for annotation in truth.gt.annotations_of(image_id):
                 if annotation.get("iscrowd"):
                     continue
-                keypoints = np.asarray(annotation.get("keypoints", ()), dtype=np.float64).reshape(-1, 3)
-                box = instance_box(annotation, keypoints)
-                if box is None:
+                # the ground truth's reader has checked both: a bbox of non-negative size, keypoints of its set
+                box = annotation["bbox"]
+                if box[2] <= 0 or box[3] <= 0:
                     continue
+                keypoints = np.asarray(annotation["keypoints"], dtype=np.float64).reshape(-1, 3)
                 for j, channel in enumerate(truth.mapping):
                     if channel < 0 or keypoints[j, 2] <= 0:
                         continue
